@@ -1,0 +1,1 @@
+"""One module per `cot-distill` subcommand; each exposes `register(subparsers)`."""
