@@ -1,0 +1,408 @@
+"""Answer extraction and comparison: the ONE judge for filtering and scoring.
+
+The same `judge` decides whether a teacher chain of thought is kept
+(annotation filter) and whether a student's output is correct (evaluation), so
+the two can never disagree about what "correct" means.
+
+Extraction order, for every answer type (`extract_answer`):
+
+1. **Marker.** Find the LAST case-insensitive answer marker in the text:
+   "the answer is X", "answer is: X", "the final answer is X",
+   "answer would be X", "Answer: X", and Kojima et al.'s zero-shot-CoT trigger
+   "Therefore, the answer (arabic numerals) is X" (any short parenthesised
+   note between "answer" and "is"). The last one wins because a model may
+   restate an earlier, tentative answer. The type-specific parser reads the
+   text after that marker and takes the FIRST answer it finds there (the
+   answer comes right after the marker; text after it is commentary). The
+   rule name starts with "marker_".
+2. **Fallbacks** (no marker, or nothing parsable after the last marker),
+   per type, searching the whole text:
+   - number: the last number ("last_number");
+   - yes/no: the last standalone "yes"/"no" word ("last_yes_no");
+   - multiple choice / option text: the last "(A)"-style letter
+     ("last_parenthesized_letter"), else the last choice text mentioned
+     ("last_choice_text");
+   - date option: the last "(A)"-style letter, else the last MM/DD/YYYY date
+     that is one of the options ("last_date");
+   - letters: the last quoted letter string ("last_quoted"), else the final
+     token ("final_token").
+3. Nothing found: `Extraction(None, "none")`.
+
+Canonical forms match `Example.answer`: numbers without thousands separators,
+currency, percent signs, units or trailing zeros ("40000", "2.5", "18"),
+"yes"/"no", an upper-case choice letter, a lower-case letter string.
+Numbers are compared numerically with a relative tolerance of 1e-6 (enough to
+absorb float noise such as SVAMP's "12.0" or "0.30000000000000004", far
+too small to forgive a real rounding difference such as 33.3 vs 33.33).
+Fractions ("1/2") and number words ("five") are not read as numbers: the
+paper's prompts ask for arabic numerals and Kojima et al.'s cleanser does not
+read them either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import math
+import re
+from typing import Sequence
+
+from cot_distill.data.example import AnswerType
+
+# Relative tolerance for numeric equality (see module docstring).
+NUMBER_RELATIVE_TOLERANCE = 1e-6
+# Absolute floor so that 0 == 1e-12 style float noise still matches.
+NUMBER_ABSOLUTE_TOLERANCE = 1e-9
+
+Choices = Sequence[tuple[str, str]] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Extraction:
+  """An extracted answer in canonical form and the rule that produced it.
+
+  `answer` is None when no rule fired; `rule` is then "none".
+  """
+
+  answer: str | None
+  rule: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  """`judge`'s result: what was extracted, by which rule, and whether it is right."""
+
+  predicted: str | None
+  rule: str
+  correct: bool
+
+
+# "answer", an optional short parenthesised note ("(arabic numerals)"), then
+# "is" / "would be" / ... and/or a colon.
+_MARKER_RE = re.compile(
+    r"\banswer(?:\s*\([^()\n]{0,40}\))?\s*"
+    r"(?:(?:is|would\s+be|will\s+be|should\s+be|must\s+be)\b\s*:?|:|=)",
+    re.IGNORECASE)
+
+# A number: optional sign (ASCII or Unicode minus) directly before the digits,
+# comma thousands groups, optional decimals. Not preceded by a digit or "."
+# so "3.5" is one number and "5-3" is 5 and 3, not 5 and -3.
+_NUMBER_RE = re.compile(
+    r"(?<![\d.])(?P<sign>[-\u2212])?"
+    r"(?P<integer>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?!\d)")
+_YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_DATE_RE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
+_QUOTED_RE = re.compile(r"[\"\u201c\u201d'\u2018\u2019]([A-Za-z]+)[\"\u201c\u201d'\u2018\u2019]")
+_DEFAULT_LABELS = {
+    AnswerType.MULTIPLE_CHOICE: "ABCDE",
+    AnswerType.DATE_OPTION: "ABCDEF",
+    AnswerType.OPTION_TEXT: "ABC",
+}
+
+
+# ----------------------------------------------------------------------------
+# Numbers.
+
+
+def canonical_number(text: str) -> str | None:
+  """Canonical string of the first number in `text`, or None.
+
+  Strips currency ($, €, £), thousands separators, "%", unit words and a
+  trailing period simply by reading only the number itself:
+  "$1,000.50." -> "1000.5", "18.0" -> "18", "50%" -> "50", "-3" -> "-3".
+  """
+  match = _NUMBER_RE.search(text)
+  return _format_number_match(match) if match else None
+
+
+def _format_number_match(match: re.Match) -> str:
+  digits = match.group("integer").replace(",", "") + (match.group("fraction") or "")
+  value = decimal.Decimal(digits)
+  if match.group("sign"):
+    value = -value
+  return _format_decimal(value)
+
+
+def _format_decimal(value: decimal.Decimal) -> str:
+  if value == value.to_integral_value():
+    return str(int(value))  # Also turns "-0" into "0".
+  return format(value.normalize(), "f")
+
+
+def _parse_number(text: str) -> float | None:
+  canonical = canonical_number(text)
+  return float(canonical) if canonical is not None else None
+
+
+def _numbers(text: str) -> list[str]:
+  return [_format_number_match(m) for m in _NUMBER_RE.finditer(text)]
+
+
+# ----------------------------------------------------------------------------
+# Per-type parsers. Each takes a span of text and returns (answer, how) for
+# the first answer in it (`first=True`, used after a marker) or the last one
+# (`first=False`, used by fallbacks over the whole text); None if none.
+
+
+def _pick(items: list, first: bool):
+  if not items:
+    return None
+  return items[0] if first else items[-1]
+
+
+def _find_number(span: str, first: bool) -> str | None:
+  return _pick(_numbers(span), first)
+
+
+def _find_yes_no(span: str, first: bool) -> str | None:
+  return _pick([m.group(1).lower() for m in _YES_NO_RE.finditer(span)], first)
+
+
+def _labels(answer_type: AnswerType, choices: Choices) -> str:
+  if choices:
+    return "".join(label.upper() for label, _ in choices)
+  return _DEFAULT_LABELS[answer_type]
+
+
+def _find_letter(span: str, labels: str, first: bool,
+                 parenthesized_only: bool) -> str | None:
+  """A choice letter written "(A)", or also "A)", "A.", "A:", "A," or bare "A"."""
+  letters = "".join(re.escape(l) for l in labels)
+  if parenthesized_only:
+    pattern = rf"\(\s*([{letters}])\s*\)"
+  else:
+    pattern = (rf"\(\s*([{letters}])\s*\)|(?<![A-Za-z0-9'])([{letters}])"
+               rf"(?=[).:,;\"\s]|$)")
+  found = [m.group(1) or m.group(2) for m in re.finditer(pattern, span)]
+  return _pick(found, first)
+
+
+def _find_choice_text(span: str, choices: Choices, first: bool) -> str | None:
+  """The label of the choice whose text appears (whole words, any case).
+
+  On overlapping mentions the longer text wins ("red ball" over "ball").
+  """
+  if not choices:
+    return None
+  hits = []  # (position, -length, label)
+  lowered = span.lower()
+  for label, text in choices:
+    needle = text.strip().lower()
+    if not needle:
+      continue
+    pattern = r"(?<!\w)" + re.escape(needle) + r"(?!\w)"
+    for match in re.finditer(pattern, lowered):
+      hits.append((match.start(), -len(needle), label.upper()))
+  if not hits:
+    return None
+  if first:
+    return min(hits)[2]
+  # The mention that ends last; on a tie the longer one.
+  return max(hits, key=lambda hit: (hit[0] - hit[1], -hit[1]))[2]
+
+
+def _normal_date(month: str, day: str, year: str) -> tuple[int, int, int]:
+  return int(month), int(day), int(year)
+
+
+def _find_date_option(span: str, choices: Choices, first: bool) -> str | None:
+  if not choices:
+    return None
+  by_date = {}
+  for label, text in choices:
+    match = _DATE_RE.search(text)
+    if match:
+      by_date.setdefault(_normal_date(*match.groups()), label.upper())
+  found = [by_date[_normal_date(*m.groups())] for m in _DATE_RE.finditer(span)
+           if _normal_date(*m.groups()) in by_date]
+  return _pick(found, first)
+
+
+def _clean_letters(token: str) -> str | None:
+  letters = re.sub(r"[^a-z]", "", token.lower())
+  return letters or None
+
+
+def _find_quoted_letters(span: str, first: bool) -> str | None:
+  return _pick([m.group(1).lower() for m in _QUOTED_RE.finditer(span)], first)
+
+
+def _find_token_letters(span: str, first: bool) -> str | None:
+  tokens = [t for t in (_clean_letters(t) for t in span.split()) if t]
+  return _pick(tokens, first)
+
+
+# ----------------------------------------------------------------------------
+# Extraction.
+
+
+def _marker_rules(answer_type: AnswerType, choices: Choices):
+  """(rule name, parser(span, first)) pairs, in the order they are tried."""
+  labels = (_labels(answer_type, choices)
+            if answer_type in _DEFAULT_LABELS else "")
+  if answer_type == AnswerType.NUMBER:
+    return [("number", _find_number)]
+  if answer_type == AnswerType.YES_NO:
+    return [("yes_no", _find_yes_no)]
+  if answer_type == AnswerType.LETTERS:
+    return [("quoted", _find_quoted_letters), ("token", _find_token_letters)]
+  rules = [("letter", lambda s, f: _find_letter(s, labels, f, False))]
+  if answer_type == AnswerType.DATE_OPTION:
+    rules.append(("date", lambda s, f: _find_date_option(s, choices, f)))
+  rules.append(("choice_text", lambda s, f: _find_choice_text(s, choices, f)))
+  return rules
+
+
+def _fallback_rules(answer_type: AnswerType, choices: Choices):
+  labels = (_labels(answer_type, choices)
+            if answer_type in _DEFAULT_LABELS else "")
+  if answer_type == AnswerType.NUMBER:
+    return [("last_number", _find_number)]
+  if answer_type == AnswerType.YES_NO:
+    return [("last_yes_no", _find_yes_no)]
+  if answer_type == AnswerType.LETTERS:
+    return [("last_quoted", _find_quoted_letters),
+            ("final_token", _find_token_letters)]
+  rules = [("last_parenthesized_letter",
+            lambda s, f: _find_letter(s, labels, f, True))]
+  if answer_type == AnswerType.DATE_OPTION:
+    rules.append(("last_date", lambda s, f: _find_date_option(s, choices, f)))
+  rules.append(("last_choice_text",
+                lambda s, f: _find_choice_text(s, choices, f)))
+  return rules
+
+
+def last_marker(text: str) -> re.Match | None:
+  """The last answer marker in `text` (see module docstring), or None."""
+  match = None
+  for match in _MARKER_RE.finditer(text):
+    pass
+  return match
+
+
+def extract_answer(text: str, answer_type: AnswerType | str,
+                   choices: Choices = None) -> Extraction:
+  """Extracts the predicted answer from generated text.
+
+  Args:
+    text: the generated chain of thought (with its answer sentence), or a bare
+      answer.
+    answer_type: an `AnswerType` (or its string value).
+    choices: `(label, text)` pairs for the choice types; used to read answers
+      given as option text or, for dates, as MM/DD/YYYY.
+
+  Returns:
+    Extraction(answer in canonical form, name of the rule that fired). Rule
+    order is documented in the module docstring.
+  """
+  answer_type = AnswerType(answer_type)
+  text = text or ""
+  marker = last_marker(text)
+  if marker is not None:
+    span = text[marker.end():]
+    for name, parser in _marker_rules(answer_type, choices):
+      found = parser(span, True)
+      if found is not None:
+        return Extraction(found, f"marker_{name}")
+  for name, parser in _fallback_rules(answer_type, choices):
+    found = parser(text, False)
+    if found is not None:
+      return Extraction(found, name)
+  return Extraction(None, "none")
+
+
+# ----------------------------------------------------------------------------
+# Comparison.
+
+
+def normalize_gold(gold: str, answer_type: AnswerType | str) -> str | None:
+  """Gold answer in canonical form ("40,000" -> "40000", "Yes" -> "yes",
+  "(b)" -> "B"); None when it cannot be read as its type."""
+  answer_type = AnswerType(answer_type)
+  gold = str(gold).strip()
+  if answer_type == AnswerType.NUMBER:
+    return canonical_number(gold)
+  if answer_type == AnswerType.YES_NO:
+    lowered = gold.lower().strip(" .")
+    return {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(lowered)
+  if answer_type == AnswerType.LETTERS:
+    return _clean_letters(gold)
+  letter = re.sub(r"[^A-Za-z]", "", gold).upper()
+  return letter or None
+
+
+def answers_match(predicted: str | None, gold: str,
+                  answer_type: AnswerType | str) -> bool:
+  """Whether a predicted answer (canonical or raw) equals the gold answer.
+
+  Numbers: numeric equality within NUMBER_RELATIVE_TOLERANCE (18 == 18.0 ==
+  "18." == "$18"; "40,000" == 40000). Yes/no and choice letters: case-
+  insensitive. Letter strings: lower-case letters only. None never matches.
+  """
+  if predicted is None:
+    return False
+  answer_type = AnswerType(answer_type)
+  if answer_type == AnswerType.NUMBER:
+    predicted_value = _parse_number(str(predicted))
+    gold_value = _parse_number(str(gold))
+    if predicted_value is None or gold_value is None:
+      return False
+    return math.isclose(predicted_value, gold_value,
+                        rel_tol=NUMBER_RELATIVE_TOLERANCE,
+                        abs_tol=NUMBER_ABSOLUTE_TOLERANCE)
+  normal_gold = normalize_gold(gold, answer_type)
+  normal_predicted = normalize_gold(predicted, answer_type)
+  return normal_gold is not None and normal_predicted == normal_gold
+
+
+def judge(text: str, gold: str, answer_type: AnswerType | str,
+          choices: Choices = None) -> Verdict:
+  """Extracts the answer from `text` and compares it with `gold`.
+
+  The one function both the teacher filter and the evaluator call.
+  """
+  extraction = extract_answer(text, answer_type, choices)
+  return Verdict(predicted=extraction.answer, rule=extraction.rule,
+                 correct=answers_match(extraction.answer, gold, answer_type))
+
+
+# ----------------------------------------------------------------------------
+# Answer sentences in targets.
+
+
+def answer_sentence(answer: str, answer_type: AnswerType | str) -> str:
+  """The student's answer sentence, "The answer is X.", X canonical.
+
+  Same wording as Wei et al.'s exemplars, so the marker rule reads it back.
+  """
+  normal = normalize_gold(answer, answer_type)
+  if normal is None:
+    raise ValueError(
+        f"answer {answer!r} cannot be written as a {AnswerType(answer_type).value} answer")
+  return f"The answer is {normal}."
+
+
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
+
+
+def strip_answer_sentence(rationale: str) -> str:
+  """Drops a trailing answer sentence ("So the answer is 18.") from a rationale.
+
+  Only the final sentence is removed, and only when it contains an answer
+  marker and nothing but the answer follows the marker (no further sentence
+  or line). Everything from the start of that sentence ("So", "Therefore,"
+  included) is dropped and trailing whitespace trimmed. A rationale without
+  such a sentence is returned unchanged (apart from trailing whitespace), so
+  the student target can append `answer_sentence` exactly once.
+  """
+  trimmed = rationale.rstrip()
+  marker = last_marker(trimmed)
+  if marker is None:
+    return trimmed
+  remainder = trimmed[marker.end():]
+  if "\n" in remainder or re.search(r"[.!?]\s+\S", remainder):
+    return trimmed
+  start = 0
+  for end in _SENTENCE_END_RE.finditer(trimmed, 0, marker.start()):
+    start = end.end()
+  return trimmed[:start].rstrip()
