@@ -10,23 +10,43 @@ Extraction order, for every answer type (`extract_answer`):
    "the answer is X", "answer is: X", "the final answer is X",
    "answer would be X", "Answer: X", and Kojima et al.'s zero-shot-CoT trigger
    "Therefore, the answer (arabic numerals) is X" (any short parenthesised
-   note between "answer" and "is"). The last one wins because a model may
-   restate an earlier, tentative answer. The type-specific parser reads the
-   text after that marker and takes the FIRST answer it finds there (the
-   answer comes right after the marker; text after it is commentary). The
-   rule name starts with "marker_".
-2. **Fallbacks** (no marker, or nothing parsable after the last marker),
-   per type, searching the whole text:
+   note between "answer" and "is"). The last one is the model's final answer
+   statement. The type-specific parser reads the text after it and takes the
+   FIRST answer there (the answer comes right after the marker; later text
+   is commentary). Rule names start with "marker_" (e.g. "marker_number",
+   "marker_quoted", "marker_letter", "marker_choice_text", "marker_date").
+   If nothing parsable follows the last marker, the previous marker is read
+   instead, but only while it is a restatement pair: the earlier statement
+   runs straight into the later marker (at most RESTATEMENT_GAP characters
+   between them, "27. The answer (in words) is twenty-seven.") and is not
+   conditional ("If you mean X, then the answer is yes."). Otherwise the
+   result is None ("none"): a committed answer statement without an answer
+   of the type ("the answer is: it depends") is no answer, and mining the
+   reasoning for a stray "no" or number would credit a guess the model did
+   not make (on Kojima et al.'s StrategyQA log, falling back to the last
+   yes/no word there turned 168 "unknown"/"it depends" answers into answers).
+2. **Fallbacks**, only when the text has NO marker, searching the whole text:
    - number: the last number ("last_number");
    - yes/no: the last standalone "yes"/"no" word ("last_yes_no");
    - multiple choice / option text: the last "(A)"-style letter
-     ("last_parenthesized_letter"), else the last choice text mentioned
+     ("last_parenthesized_letter"), else the choice text mentioned last
      ("last_choice_text");
    - date option: the last "(A)"-style letter, else the last MM/DD/YYYY date
-     that is one of the options ("last_date");
+     that is one of the options ("last_date"), else the last choice text;
    - letters: the last quoted letter string ("last_quoted"), else the final
      token ("final_token").
 3. Nothing found: `Extraction(None, "none")`.
+
+Per-type readers: a number is optional sign, digits with optional comma
+thousands groups and decimals; currency signs, "%", units and a trailing
+period are simply not part of it ("$1,000.50." -> "1000.5"). Digits touching
+"/" are not numbers: "1/4" is neither 1 nor 4, and "11/12 or 990" reads 990.
+Number words ("five") are not read. Yes/no: the words "yes"/"no" in any case.
+Choice letters: "(A)", "A)", "A.", "A:" or a bare capital among the choice
+labels, else a choice's text (whole words, any case), else for dates an
+MM/DD/YYYY string equal to an option's date. Letter strings: a quoted word
+("nkre") or quoted single letters joined by spaces or hyphens ("n-k-r-e"),
+else the first token; reduced to lower-case a-z.
 
 Canonical forms match `Example.answer`: numbers without thousands separators,
 currency, percent signs, units or trailing zeros ("40000", "2.5", "18"),
@@ -34,9 +54,6 @@ currency, percent signs, units or trailing zeros ("40000", "2.5", "18"),
 Numbers are compared numerically with a relative tolerance of 1e-6 (enough to
 absorb float noise such as SVAMP's "12.0" or "0.30000000000000004", far
 too small to forgive a real rounding difference such as 33.3 vs 33.33).
-Fractions ("1/2") and number words ("five") are not read as numbers: the
-paper's prompts ask for arabic numerals and Kojima et al.'s cleanser does not
-read them either.
 """
 
 from __future__ import annotations
@@ -53,6 +70,10 @@ from cot_distill.data.example import AnswerType
 NUMBER_RELATIVE_TOLERANCE = 1e-6
 # Absolute floor so that 0 == 1e-12 style float noise still matches.
 NUMBER_ABSOLUTE_TOLERANCE = 1e-9
+
+# Characters allowed between an answer statement and a later marker for the
+# later one to count as its restatement (see `_extract_after_markers`).
+RESTATEMENT_GAP = 60
 
 Choices = Sequence[tuple[str, str]] | None
 
@@ -88,11 +109,17 @@ _MARKER_RE = re.compile(
 # comma thousands groups, optional decimals. Not preceded by a digit or "."
 # so "3.5" is one number and "5-3" is 5 and 3, not 5 and -3.
 _NUMBER_RE = re.compile(
-    r"(?<![\d.])(?P<sign>[-\u2212])?"
-    r"(?P<integer>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?!\d)")
+    r"(?<![\d./])(?P<sign>[-\u2212])?"
+    r"(?P<integer>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?![\d/])")
 _YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 _DATE_RE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
-_QUOTED_RE = re.compile(r"[\"\u201c\u201d'\u2018\u2019]([A-Za-z]+)[\"\u201c\u201d'\u2018\u2019]")
+_QUOTE = "[\"\u201c\u201d'\u2018\u2019]"
+# A quoted word ("nkre") or quoted single letters joined by spaces, commas or
+# hyphens ("n k r e", "n-k-r-e"); never a quoted phrase of longer words.
+_QUOTED_RE = re.compile(
+    _QUOTE + r"([A-Za-z]+|[A-Za-z](?:[ ,\-]{1,3}[A-Za-z](?![A-Za-z]))+)[.,!]?" + _QUOTE)
+# A sentence ends at . ! ? followed by whitespace, or at a line break.
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
 _DEFAULT_LABELS = {
     AnswerType.MULTIPLE_CHOICE: "ABCDE",
     AnswerType.DATE_OPTION: "ABCDEF",
@@ -224,7 +251,8 @@ def _clean_letters(token: str) -> str | None:
 
 
 def _find_quoted_letters(span: str, first: bool) -> str | None:
-  return _pick([m.group(1).lower() for m in _QUOTED_RE.finditer(span)], first)
+  return _pick([_clean_letters(m.group(1)) for m in _QUOTED_RE.finditer(span)],
+               first)
 
 
 def _find_token_letters(span: str, first: bool) -> str | None:
@@ -280,6 +308,42 @@ def last_marker(text: str) -> re.Match | None:
   return match
 
 
+def _is_conditional(text: str, marker: re.Match) -> bool:
+  """Whether the marker's sentence is an "if ..., then the answer is" clause."""
+  start = 0
+  for boundary in _SENTENCE_END_RE.finditer(text, 0, marker.start()):
+    start = boundary.end()
+  return re.search(r"\bif\b", text[start:marker.start()], re.IGNORECASE) is not None
+
+
+def _extract_after_markers(text: str, markers: list[re.Match],
+                           answer_type: AnswerType,
+                           choices: Choices) -> Extraction:
+  """Reads the last answer statement, or the restatement chain ending in it.
+
+  The text after the last marker is read first. Only when it holds no answer
+  of the type do we step back to the previous marker, and only if that
+  marker's statement runs straight into the later one (at most
+  RESTATEMENT_GAP characters between them, as in "27. The answer (in words)
+  is twenty-seven.") and is not conditional. A distant statement (a
+  sub-question's answer) or a conditional one ("If you mean X, then the
+  answer is yes. The answer is: it depends.") is not the model's final
+  answer, so the walk stops there.
+  """
+  for position in range(len(markers) - 1, -1, -1):
+    end = markers[position + 1].start() if position + 1 < len(markers) else len(text)
+    span = text[markers[position].end():end]
+    if position + 1 < len(markers) and (
+        len(span.strip()) > RESTATEMENT_GAP
+        or _is_conditional(text, markers[position])):
+      break
+    for name, parser in _marker_rules(answer_type, choices):
+      found = parser(span, True)
+      if found is not None:
+        return Extraction(found, f"marker_{name}")
+  return Extraction(None, "none")
+
+
 def extract_answer(text: str, answer_type: AnswerType | str,
                    choices: Choices = None) -> Extraction:
   """Extracts the predicted answer from generated text.
@@ -297,13 +361,9 @@ def extract_answer(text: str, answer_type: AnswerType | str,
   """
   answer_type = AnswerType(answer_type)
   text = text or ""
-  marker = last_marker(text)
-  if marker is not None:
-    span = text[marker.end():]
-    for name, parser in _marker_rules(answer_type, choices):
-      found = parser(span, True)
-      if found is not None:
-        return Extraction(found, f"marker_{name}")
+  markers = list(_MARKER_RE.finditer(text))
+  if markers:
+    return _extract_after_markers(text, markers, answer_type, choices)
   for name, parser in _fallback_rules(answer_type, choices):
     found = parser(text, False)
     if found is not None:
@@ -380,9 +440,6 @@ def answer_sentence(answer: str, answer_type: AnswerType | str) -> str:
     raise ValueError(
         f"answer {answer!r} cannot be written as a {AnswerType(answer_type).value} answer")
   return f"The answer is {normal}."
-
-
-_SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
 
 
 def strip_answer_sentence(rationale: str) -> str:
