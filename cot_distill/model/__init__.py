@@ -1,0 +1,1 @@
+"""The T5 student: configs, Flax network, model interface, decoding, checkpoints."""
