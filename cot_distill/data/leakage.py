@@ -210,7 +210,7 @@ def group_examples(examples: Iterable[Example]) -> dict[Group, list[Example]]:
 def render_report(report: LeakageReport) -> str:
   """A plain-text summary: leaks first, then duplicates, then clean pairs."""
   mode = "compact" if report.compact else "normalised"
-  lines = [f"Leakage check ({mode} question text): {len(report.groups)} splits, "
+  lines = [f"Leakage check ({mode} question text): {len(report.groups)} groups, "
            f"{len(report.overlaps)} pairs compared, {len(report.leaks)} with overlap."]
   if report.leaks:
     lines.append("")
