@@ -1,0 +1,245 @@
+"""A rule-based stand-in for a teacher LLM on the symbolic tasks.
+
+`cot-distill teacher serve` answers prompts with these functions so the whole
+pipeline (client, filter, records, training) can run offline. It is NOT a
+language model: it finds the last coin-flip or last-letter question in the
+prompt, solves it exactly, and writes a chain of thought in the exemplar
+style. With probability `error_rate` per sample it makes a mistake that always
+changes the final answer (a wrong intermediate step that propagates, or a
+wrong final answer after correct steps), so the annotation filter has real
+work to do and a test can recompute which CoTs must survive.
+
+Everything is a pure function of (question, sample randomness), so the same
+request to the same server seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+
+_COIN_RE = re.compile(
+    r"A coin is heads up\.(?P<steps>.*?)Is the coin still heads up\?", re.DOTALL)
+_COIN_STEP_RE = re.compile(r"\s*(?P<name>[^.]+?) (?P<verb>does not flip|flips) the coin\.")
+_LETTERS_RE = re.compile(
+    r"Take the last letters? of (?:each|the) words? in \"(?P<words>[^\"]+)\" "
+    r"and concatenate them\.")
+# The stage-2 prompt of zero-shot CoT ends with an answer trigger such as
+# "Therefore, the answer (Yes or No) is".
+_ANSWER_TRIGGER_RE = re.compile(r"Therefore, (?:among [A-Z] through [A-Z], )?"
+                                r"the answer(?: \([^)]*\))? is\s*$")
+_STATED_ANSWER_RE = re.compile(r"The answer is (\w+)\.")
+
+# Kinds of injected mistake; each changes the final answer.
+WRONG_STEP = "wrong_step"
+WRONG_ANSWER = "wrong_answer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Solution:
+  """The synthetic teacher's reply to one sample.
+
+  Attributes:
+    text: the chain of thought ending in "The answer is X." (or a bare answer
+      for a zero-shot answer-extraction prompt).
+    answer: the answer the text states.
+    correct_answer: the true answer of the question (None if no question
+      was recognised).
+    error: None, WRONG_STEP or WRONG_ANSWER.
+  """
+
+  text: str
+  answer: str | None
+  correct_answer: str | None
+  error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CoinFlipQuestion:
+  flippers: tuple[str, ...]
+  people: tuple[tuple[str, bool], ...]  # (name, flips) in order.
+
+  @property
+  def answer(self) -> str:
+    return "yes" if len(self.flippers) % 2 == 0 else "no"
+
+
+@dataclasses.dataclass(frozen=True)
+class LastLettersQuestion:
+  words: tuple[str, ...]
+
+  @property
+  def answer(self) -> str:
+    return "".join(word[-1] for word in self.words).lower()
+
+
+def parse_coin_flip(text: str) -> CoinFlipQuestion | None:
+  """The LAST coin-flip question in `text` (the query comes last in a prompt)."""
+  match = None
+  for match in _COIN_RE.finditer(text):
+    pass
+  if match is None:
+    return None
+  people = tuple((step.group("name").strip(), step.group("verb") == "flips")
+                 for step in _COIN_STEP_RE.finditer(match.group("steps")))
+  if not people:
+    return None
+  return CoinFlipQuestion(
+      flippers=tuple(name for name, flips in people if flips), people=people)
+
+
+def parse_last_letters(text: str) -> LastLettersQuestion | None:
+  """The LAST last-letter-concatenation question in `text`."""
+  match = None
+  for match in _LETTERS_RE.finditer(text):
+    pass
+  if match is None:
+    return None
+  words = tuple(match.group("words").split())
+  return LastLettersQuestion(words) if words else None
+
+
+def _join_names(names: list[str]) -> str:
+  if not names:
+    return "no one"
+  if len(names) == 1:
+    return names[0]
+  return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _other(answer: str) -> str:
+  return "no" if answer == "yes" else "yes"
+
+
+def _coin_flip_text(question: CoinFlipQuestion, rng: random.Random,
+                    variant: int, error: str | None) -> tuple[str, str]:
+  """(chain of thought, stated answer) for a coin-flip question."""
+  people = list(question.people)
+  if error == WRONG_STEP:
+    # Misread one person's action; the parity (and so the answer) flips.
+    position = rng.randrange(len(people))
+    name, flips = people[position]
+    people[position] = (name, not flips)
+  flippers = [name for name, flips in people if flips]
+  count = len(flippers)
+  even = count % 2 == 0
+  answer = "yes" if even else "no"
+  parity = "an even" if even else "an odd"
+  if variant == 0:
+    text = (f"The coin was flipped by {_join_names(flippers)}. So the coin was "
+            f"flipped {count} times, which is {parity} number. The coin started "
+            f"heads up, so after {parity} number of flips, it will "
+            f"{'still be heads up' if even else 'be tails up'}.")
+  elif variant == 1:
+    heads = True
+    steps = ["The coin starts heads up."]
+    for name, flips in people:
+      if flips:
+        heads = not heads
+        steps.append(f"{name} flips it, so it is now {'heads' if heads else 'tails'} up.")
+      else:
+        steps.append(f"{name} does not flip it, so it stays "
+                     f"{'heads' if heads else 'tails'} up.")
+    steps.append(f"In the end the coin is {'heads' if heads else 'tails'} up.")
+    text = " ".join(steps)
+  else:
+    text = (f"{count} {'person' if count == 1 else 'people'} flipped the coin"
+            f"{': ' + _join_names(flippers) if flippers else ''}. "
+            f"{count} is {'even' if even else 'odd'}, and an {'even' if even else 'odd'} "
+            f"number of flips leaves a coin that started heads up "
+            f"{'heads up' if even else 'tails up'}.")
+  if error == WRONG_ANSWER:
+    answer = _other(answer)
+  return f"{text} The answer is {answer}.", answer
+
+
+def _wrong_letter(word: str, rng: random.Random) -> str:
+  """A letter that is not the word's last letter (a plausible misreading)."""
+  last = word[-1].lower()
+  candidates = [c.lower() for c in word[:-1] if c.lower() != last and c.isalpha()]
+  if not candidates:
+    candidates = [c for c in "abcdefghijklmnopqrstuvwxyz" if c != last]
+  return rng.choice(candidates)
+
+
+def _letters_text(question: LastLettersQuestion, rng: random.Random,
+                  variant: int, error: str | None) -> tuple[str, str]:
+  words = list(question.words)
+  letters = [word[-1].lower() for word in words]
+  if error == WRONG_STEP:
+    position = rng.randrange(len(words))
+    letters[position] = _wrong_letter(words[position], rng)
+  joined = "".join(letters)
+  if variant == 0:
+    parts = [f"The last letter of \"{w}\" is \"{l}\"." for w, l in zip(words, letters)]
+    text = " ".join(parts) + f" Concatenating them is \"{joined}\"."
+  elif variant == 1:
+    quoted_words = ", ".join(f"\"{w}\"" for w in words)
+    quoted_letters = ", ".join(f"\"{l}\"" for l in letters)
+    text = (f"The words are {quoted_words}. Their last letters are {quoted_letters}. "
+            f"Putting them together gives \"{joined}\".")
+  else:
+    parts = [f"{w} ends with \"{l}\"." for w, l in zip(words, letters)]
+    text = " ".join(parts) + f" So the letters in order form \"{joined}\"."
+  answer = joined
+  if error == WRONG_ANSWER:
+    answer = _corrupt_letters(joined, rng)
+  return f"{text} The answer is {answer}.", answer
+
+
+def _corrupt_letters(letters: str, rng: random.Random) -> str:
+  """A different letter string of the same length."""
+  position = rng.randrange(len(letters))
+  replacement = rng.choice([c for c in "abcdefghijklmnopqrstuvwxyz"
+                            if c != letters[position]])
+  return letters[:position] + replacement + letters[position + 1:]
+
+
+def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
+          vary_wording: bool) -> Solution:
+  """The synthetic teacher's reply to a prompt (all turns joined for chat).
+
+  Args:
+    prompt_text: the whole prompt; the last recognised question is answered.
+    rng: per-sample randomness (error choice, wording, which step goes wrong).
+    error_rate: probability that this sample contains a mistake.
+    vary_wording: pick one of several phrasings (sampling at temperature > 0)
+      instead of always the exemplar phrasing (greedy decoding).
+  """
+  error = None
+  if rng.random() < error_rate:
+    error = rng.choice((WRONG_STEP, WRONG_ANSWER))
+  variant = rng.randrange(3) if vary_wording else 0
+  stripped = prompt_text.rstrip()
+  coin = parse_coin_flip(prompt_text)
+  letters = parse_last_letters(prompt_text)
+  # Pick whichever question occurs last in the prompt.
+  coin_at = prompt_text.rfind("A coin is heads up.") if coin else -1
+  letters_at = prompt_text.rfind("Take the last letter") if letters else -1
+  if coin is None and letters is None:
+    return Solution("I am not able to answer this question.", None, None, None)
+  if coin_at > letters_at:
+    correct = coin.answer
+    if _ANSWER_TRIGGER_RE.search(stripped):
+      return _stage_two_answer(stripped, correct, error, _other)
+    text, answer = _coin_flip_text(coin, rng, variant, error)
+  else:
+    correct = letters.answer
+    if _ANSWER_TRIGGER_RE.search(stripped):
+      return _stage_two_answer(stripped, correct, error,
+                               lambda a: _corrupt_letters(a, rng))
+    text, answer = _letters_text(letters, rng, variant, error)
+  return Solution(" " + text, answer, correct, error)
+
+
+def _stage_two_answer(prompt_text: str, correct: str, error: str | None,
+                      corrupt) -> Solution:
+  """Zero-shot CoT stage 2: repeat the answer the chain of thought reached."""
+  stated = None
+  for match in _STATED_ANSWER_RE.finditer(prompt_text):
+    stated = match.group(1).lower()
+  answer = stated if stated is not None else correct
+  if error is not None and stated is None:
+    answer = corrupt(answer)
+  return Solution(f" {answer}.", answer, correct, error if answer != correct else None)
