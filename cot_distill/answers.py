@@ -166,8 +166,8 @@ def _numbers(text: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------
-# Per-type parsers. Each takes a span of text and returns (answer, how) for
-# the first answer in it (`first=True`, used after a marker) or the last one
+# Per-type parsers. Each takes a span of text and returns the canonical answer
+# first in it (`first=True`, used after a marker) or last in it
 # (`first=False`, used by fallbacks over the whole text); None if none.
 
 

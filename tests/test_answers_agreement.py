@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from cot_distill import answers
 from cot_distill.commands import answers as answers_command
 from cot_distill.teacher import kojima_logs
 
@@ -52,7 +53,7 @@ def test_every_disagreement_is_our_correct_reading(agreements):
   for result in agreements.values():
     for item in result.disagreements:
       assert item.our_prediction is not None
-      assert answers_command.answers.answers_match(
+      assert answers.answers_match(
           item.our_prediction, item.gold, answers_command.KOJIMA_ANSWER_TYPES[result.dataset])
 
 
@@ -74,14 +75,14 @@ def test_same_prediction_as_log_on_trigger_split_cases(data_dir):
   gsm8k 583/621 (stage 2 repeats the trigger; both verdicts are 'wrong')."""
   letters = kojima_logs.parse_log(data_dir / "teacher_outputs" / "last_letters_zero_shot_cot.log")
   record = letters.records[69]
-  verdict = answers_command.answers.judge(letters.completion(record), record.gold, "letters")
+  verdict = answers.judge(letters.completion(record), record.gold, "letters")
   assert verdict.predicted == record.pred_mode == "eeka"
   # Stage 2 restates the trigger with another number: we read the last
   # statement, the log the first number; gold is neither.
   gsm8k = kojima_logs.parse_log(data_dir / "teacher_outputs" / "gsm8k_zero_shot_cot.log")
   for index, ours, logged in ((583, "10", "6"), (621, "160", "40")):
     record = gsm8k.records[index - 1]
-    verdict = answers_command.answers.judge(gsm8k.completion(record), record.gold, "number")
+    verdict = answers.judge(gsm8k.completion(record), record.gold, "number")
     assert (verdict.predicted, record.pred_mode) == (ours, logged)
     assert not verdict.correct and not record.log_correct
 
