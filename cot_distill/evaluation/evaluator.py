@@ -14,17 +14,20 @@ Output of `evaluate_task` in TASK_DIR:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
 import pathlib
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+import gin
 import tqdm
 
 from cot_distill.data.example import Example
 from cot_distill.evaluation import predictions as predictions_lib
 from cot_distill.evaluation import summaries
+from cot_distill.evaluation.checkpoint_predictor import DecodeSettings
 from cot_distill.evaluation.predictions import Generation, Scorer
 
 TASK_SUMMARY_FILE = "task_summary.json"
@@ -62,14 +65,18 @@ class EvaluationTask:
                        f"{len(self.inputs)} model inputs")
 
 
+def calculator_pass(text: str) -> predictions_lib.CalculatorOutcome:
+  """The answers engineer's calculator (calculator.py) in the scorer's terms."""
+  from cot_distill.evaluation import calculator  # pylint: disable=g-import-not-at-top
+  result = calculator.correct_arithmetic(text)
+  return predictions_lib.CalculatorOutcome(result.text, len(result.corrections))
+
+
 def default_scorer(*, calculator: bool = False,
                    num_samples: int = 1) -> Scorer:
   """The production scorer: the shared judge, the calculator, the vote."""
   from cot_distill import answers  # pylint: disable=g-import-not-at-top
-  calculator_function = None
-  if calculator:
-    from cot_distill.evaluation import calculator_adapter  # pylint: disable=g-import-not-at-top
-    calculator_function = calculator_adapter.correct_text
+  calculator_function = calculator_pass if calculator else None
   vote_function = None
   if num_samples > 1:
     from cot_distill.evaluation import self_consistency  # pylint: disable=g-import-not-at-top
@@ -138,13 +145,35 @@ def _decode_records(task: EvaluationTask, predictor: Predictor,
   return records
 
 
+def rescore(task: EvaluationTask, records: Sequence[Mapping[str, Any]],
+            scorer: Scorer) -> list[dict[str, Any]]:
+  """Judge saved generations again with the current scorer.
+
+  Decoding is the expensive part and is fixed by the fingerprint; judging
+  is cheap, so a finished evaluation picks up an improved extractor or a
+  newly requested calculator pass without decoding again.
+  """
+  by_id = {record["id"]: record for record in records}
+  rescored = []
+  for example, model_input in zip(task.examples, task.inputs):
+    record = by_id.get(example.id)
+    if record is None:
+      raise ValueError(f"{task.name}: saved predictions lack {example.id}; "
+                       "delete the task directory to decode again")
+    saved = record.get("samples") or [record]
+    generations = [Generation(s["generated"], s.get("num_tokens"))
+                   for s in saved]
+    rescored.append(scorer.score_example(example, model_input, generations))
+  return rescored
+
+
 def evaluate_task(task: EvaluationTask, predictor: Predictor, scorer: Scorer,
                   task_dir: pathlib.Path, *, batch_size: int,
                   settings: Mapping[str, Any]) -> dict[str, Any]:
   """Decode, judge and summarise one task; resumable, and free when done.
 
   If TASK_DIR already holds a complete predictions.jsonl with the same
-  fingerprint, the predictions are re-scored from disk without decoding.
+  fingerprint, its generations are re-scored without decoding.
   """
   task_dir = pathlib.Path(task_dir)
   task_dir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +187,11 @@ def evaluate_task(task: EvaluationTask, predictor: Predictor, scorer: Scorer,
         task_dir / FINGERPRINT_FILE,
         {"fingerprint": task_fingerprint, "settings": dict(settings)})
   if writer.final_path.exists():
-    logging.info("%s: predictions already complete in %s", task.name, task_dir)
-    records = predictions_lib.read_predictions(writer.final_path)
+    logging.info("%s: predictions already complete in %s; re-scoring them",
+                 task.name, task_dir)
+    records = rescore(task, predictions_lib.read_predictions(writer.final_path),
+                      scorer)
+    predictions_lib.write_jsonl_atomic(writer.final_path, records)
   else:
     records = _decode_records(task, predictor, scorer, writer, batch_size)
     writer.finish()
@@ -173,3 +205,202 @@ def evaluate_task(task: EvaluationTask, predictor: Predictor, scorer: Scorer,
   }
   predictions_lib.write_json_atomic(task_dir / TASK_SUMMARY_FILE, summary)
   return summary
+
+
+# ----------------------------------------------------------------------------
+# The whole evaluation: tasks x checkpoint(s) -> OUT_DIR.
+
+TARGET_FORMATS = ("cot", "answer_only", "multitask")
+SUMMARY_FILE = "summary.json"
+PredictorFactory = Callable[[str, DecodeSettings, int], Predictor]
+
+
+def model_inputs(examples: Sequence[Example], target_format: str) -> list[str]:
+  """Encoder input texts, built by the same functions as the SeqIO tasks.
+
+  Training inputs come from `preprocessors.format_question` (question plus
+  Kojima-style choices) and eval tasks add `seqio_tasks.eval_input_prefix`
+  ("[label] " for multitask students), so a student is asked exactly what
+  it was trained to answer.
+  """
+  from cot_distill import preprocessors  # pylint: disable=g-import-not-at-top
+  from cot_distill import seqio_tasks  # pylint: disable=g-import-not-at-top
+  prefix = seqio_tasks.eval_input_prefix(target_format)
+  return [prefix + preprocessors.format_question(example.question,
+                                                 example.choices)
+          for example in examples]
+
+
+def infer_target_format(training_task: str | None) -> str | None:
+  """"cot_distill.gsm8k.gpt3.cot" -> "cot" (task names end in the format)."""
+  if not training_task:
+    return None
+  last = training_task.rsplit(".", 1)[-1]
+  return last if last in TARGET_FORMATS else None
+
+
+def _checkpoint_predictor(checkpoint: str, decode: DecodeSettings,
+                          batch_size: int) -> Predictor:
+  from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
+  return checkpoint_predictor.CheckpointPredictor.from_checkpoint(
+      checkpoint, decode=decode, batch_size=batch_size)
+
+
+def _describe(checkpoint: str):
+  from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoint_predictor.describe_checkpoint(checkpoint)
+  except FileNotFoundError:
+    return None
+
+
+def _default_label(checkpoint: str, target_format: str,
+                   decode: DecodeSettings) -> str:
+  path = pathlib.Path(str(checkpoint).replace("{fold}", "*"))
+  name = path.name
+  if name.startswith("checkpoint_") or name.isdigit():
+    name = f"{path.parent.name}@{name.removeprefix('checkpoint_')}"
+  label = f"{name} [{target_format}]"
+  if decode.num_samples > 1:
+    label += f" sc{decode.num_samples}"
+  return label
+
+
+@gin.configurable(denylist=["predictor_factory", "scorer"])
+def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
+             split: str | None = None, limit: int | None = None,
+             batch_size: int = 32, decode_method: str = "greedy",
+             num_samples: int = 1, temperature: float = 0.7, top_k: int = 0,
+             top_p: float = 1.0, seed: int = 0,
+             max_input_length: int | None = None,
+             max_decode_length: int | None = None, calculator: bool = False,
+             target_format: str | None = None, data_dir: str | None = None,
+             train_data: Sequence[str] = (), label: str | None = None,
+             predictor_factory: PredictorFactory | None = None,
+             scorer: Scorer | None = None) -> dict[str, Any]:
+  """Evaluate a checkpoint (or one per fold) on tasks; write OUT_DIR.
+
+  Args:
+    checkpoint: MODEL_DIR, a checkpoint_<step> dir or a T5X checkpoint; with
+      "{fold}" in it, one checkpoint per cross-validation fold.
+    tasks: task specs (see task_selection.py): "gsm8k", "strategyqa:dev",
+      "NAME=examples.jsonl".
+    out_dir: gets <task>/predictions.jsonl and summary.json.
+    split: split for every registry task without an explicit one.
+    limit: first N examples per task (quick checks; the summary says so).
+    decode_method, num_samples, temperature, top_k, top_p, seed: decoding;
+      num_samples > 1 (with "sample") adds self-consistency voting.
+    max_input_length, max_decode_length: default to the training task's
+      feature lengths from model_config.json.
+    calculator: also score every output after the calculator pass.
+    target_format: cot / answer_only / multitask; default from the
+      training task name in model_config.json.
+    train_data: annotation run dirs or JSONL files the model trained on, for
+      the leakage check (the registry's training split is always checked).
+    label: the model's name in reports.
+    predictor_factory, scorer: injection points for tests.
+
+  Returns:
+    The summary (also written to OUT_DIR/summary.json).
+  """
+  from cot_distill.evaluation import cross_validation  # pylint: disable=g-import-not-at-top
+  from cot_distill.evaluation import held_out  # pylint: disable=g-import-not-at-top
+  from cot_distill.evaluation import task_selection  # pylint: disable=g-import-not-at-top
+  decode = DecodeSettings(method=decode_method, num_samples=num_samples,
+                          temperature=temperature, top_k=top_k, top_p=top_p,
+                          seed=seed, max_input_length=max_input_length,
+                          max_decode_length=max_decode_length)
+  is_cross_validation = cross_validation.is_template(checkpoint)
+  specs = task_selection.resolve(list(tasks), split=split,
+                                 cross_validation=is_cross_validation)
+  checkpoint_of = {spec.name: (cross_validation.fold_checkpoint(checkpoint, spec.fold)
+                               if spec.fold is not None else checkpoint)
+                   for spec in specs}
+  descriptions = {path: _describe(path) for path in set(checkpoint_of.values())}
+  any_description = next((d for d in descriptions.values() if d), None)
+  training_task = any_description.training_task if any_description else None
+  target_format = target_format or infer_target_format(training_task)
+  if target_format not in TARGET_FORMATS:
+    raise ValueError(
+        f"cannot tell the checkpoint's target format from its training task "
+        f"{training_task!r}; pass --target-format ({', '.join(TARGET_FORMATS)})")
+  scorer = scorer or default_scorer(calculator=calculator,
+                                    num_samples=num_samples)
+  predictor_factory = predictor_factory or _checkpoint_predictor
+  out = pathlib.Path(out_dir)
+  task_summaries: dict[str, dict[str, Any]] = {}
+  evaluated: dict[str, tuple[Any, Sequence[Example]]] = {}
+  predictors: dict[str, Predictor] = {}
+  for spec in specs:
+    examples = spec.load(data_dir, limit)
+    task = EvaluationTask(
+        name=spec.name, examples=tuple(examples),
+        inputs=tuple(model_inputs(examples, target_format)),
+        dataset=examples[0].dataset if spec.examples_file else spec.dataset,
+        split=examples[0].split if spec.examples_file else spec.split,
+        fold=spec.fold)
+    evaluated[spec.name] = (spec, examples)
+    path = checkpoint_of[spec.name]
+    description = descriptions[path]
+    settings = {"checkpoint": str(pathlib.Path(path).resolve()),
+                "step": description.resolved_step if description else None,
+                "target_format": target_format, "decode": decode.to_dict(),
+                "batch_size": batch_size}
+    if path not in predictors:
+      predictors.clear()  # one model in memory at a time (CV folds)
+      predictors[path] = _LazyPredictor(
+          lambda path=path: predictor_factory(path, decode, batch_size),
+          decode.num_samples)
+    task_summaries[spec.name] = evaluate_task(
+        task, predictors[path], scorer, out / spec.name,
+        batch_size=batch_size, settings=settings)
+    task_summaries[spec.name]["predictions"] = (
+        f"{spec.name}/{predictions_lib.PREDICTIONS_FILE}")
+  training = held_out.examples_from_paths(train_data)
+  training_from_task, unchecked = held_out.examples_from_training_task(
+      training_task)
+  training.update(training_from_task)
+  if unchecked:
+    logging.warning("leakage check: %s; pass --train-data to check the "
+                    "training examples", unchecked)
+  summary = {
+      "kind": "evaluation",
+      "label": label or _default_label(checkpoint, target_format, decode),
+      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "checkpoint": str(checkpoint),
+      "checkpoints": {name: path for name, path in checkpoint_of.items()},
+      "steps": {path: (d.resolved_step if d else None)
+                for path, d in descriptions.items()},
+      "model": (any_description.model_config.get("model")
+                or any_description.model_config.get("t5config")
+                if any_description else None),
+      "training_task": training_task,
+      "target_format": target_format,
+      "decode": {**decode.to_dict(), "batch_size": batch_size},
+      "calculator": bool(calculator),
+      "limit": limit,
+      "tasks": task_summaries,
+      "cross_validation": cross_validation.aggregate(task_summaries),
+      "leakage": held_out.check(evaluated, training, data_dir=data_dir),
+      "training_data_checked": sorted(name for _, name in training),
+      "training_task_unchecked": unchecked,
+  }
+  predictions_lib.write_json_atomic(out / SUMMARY_FILE, summary)
+  return summary
+
+
+class _LazyPredictor:
+  """Builds the real predictor on first use, so a finished evaluation that
+  only re-scores saved predictions never loads the checkpoint."""
+
+  def __init__(self, build: Callable[[], Predictor], num_samples: int):
+    self._build = build
+    self._predictor: Predictor | None = None
+    self.num_samples = num_samples
+
+  def __call__(self, inputs: Sequence[str], *,
+               batch_index: int) -> list[list[Generation]]:
+    if self._predictor is None:
+      self._predictor = self._build()
+    return self._predictor(inputs, batch_index=batch_index)

@@ -210,6 +210,19 @@ def write_json_atomic(path: pathlib.Path, data: Any) -> None:
   _fsync_directory(path.parent)
 
 
+def write_jsonl_atomic(path: pathlib.Path,
+                       records: Iterable[Mapping[str, Any]]) -> None:
+  """Replace a JSON-lines file in one step (tmp file + os.replace)."""
+  path = pathlib.Path(path)
+  temporary = path.with_name(f".{path.name}.tmp")
+  with open(temporary, "w", encoding="utf-8") as handle:
+    for record in records:
+      handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+  os.replace(temporary, path)
+
+
 def read_predictions(path: pathlib.Path) -> list[dict[str, Any]]:
   """All records of a predictions file; a bad line names file and line."""
   records = []
@@ -260,13 +273,7 @@ class PredictionWriter:
 
   def _rewrite(self, records: Sequence[Mapping[str, Any]]) -> None:
     self.directory.mkdir(parents=True, exist_ok=True)
-    temporary = self.partial_path.with_name(f".{self.partial_path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-      for record in records:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-      handle.flush()
-      os.fsync(handle.fileno())
-    os.replace(temporary, self.partial_path)
+    write_jsonl_atomic(self.partial_path, records)
 
   def append_batch(self, records: Sequence[Mapping[str, Any]]) -> None:
     self.directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,286 @@
+"""A `Predictor` backed by a trained checkpoint: tokenise, decode, detokenise.
+
+Checkpoints it reads (decided by files, see `describe_checkpoint`):
+* a training run of `cot-distill train` (MODEL_DIR with model_config.json and
+  orbax checkpoints), or one of its step directories: parameters come from
+  `cot_distill.train.checkpoints.restore_params`, the model and vocabulary
+  from model_config.json, so evaluation tokenises exactly as training did;
+* a T5X checkpoint_<step> directory (legacy or Orbax), with a
+  model_config.json beside it or one level up giving the T5Config (our
+  format, or the T5X fixture's {"t5config", "vocabulary"} format).
+
+Input lengths: inputs are tokenised, truncated to `max_input_length` (the
+training task's input length unless overridden) keeping the final EOS, and
+padded to a power-of-two bucket so a whole benchmark compiles a handful of
+shapes, not one per batch. The batch dimension is always padded to the full
+batch size for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import re
+from typing import Any, Sequence
+
+from cot_distill.evaluation.predictions import Generation
+
+MODEL_CONFIG_FILE = "model_config.json"
+DEFAULT_MAX_INPUT_LENGTH = 512
+DEFAULT_MAX_DECODE_LENGTH = 256
+_STEP_DIRECTORY = re.compile(r"^(?:checkpoint_)?(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """How outputs are generated. `num_samples` > 1 needs method "sample"."""
+
+  method: str = "greedy"
+  num_samples: int = 1
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+  max_input_length: int | None = None
+  max_decode_length: int | None = None
+
+  def __post_init__(self):
+    if self.method not in ("greedy", "sample"):
+      raise ValueError(f"decode method must be greedy or sample, got {self.method!r}")
+    if self.num_samples < 1:
+      raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+    if self.method == "greedy" and self.num_samples != 1:
+      raise ValueError("greedy decoding gives one output per question; use "
+                       "--decode sample for --num-samples > 1")
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointDescription:
+  """What a checkpoint is, read from small JSON files only (no arrays)."""
+
+  path: str
+  kind: str  # "trainer" or "t5x"
+  model_dir: str | None
+  step: int | None
+  model_config: dict[str, Any]
+  model_config_path: str | None
+
+  @property
+  def resolved_step(self) -> int | None:
+    """The step that will be restored: the named one, else the newest
+    checkpoint_<step> directory (so a fingerprint changes when training
+    writes a newer checkpoint into the same MODEL_DIR)."""
+    if self.step is not None or self.model_dir is None:
+      return self.step
+    steps = []
+    for child in pathlib.Path(self.model_dir).iterdir():
+      match = _STEP_DIRECTORY.match(child.name)
+      if match and child.is_dir():
+        steps.append(int(match.group(1)))
+    return max(steps) if steps else None
+
+  @property
+  def training_task(self) -> str | None:
+    return self.model_config.get("task")
+
+  @property
+  def task_feature_lengths(self) -> dict[str, int]:
+    lengths = self.model_config.get("task_feature_lengths") or {}
+    if not lengths:
+      training = self.model_config.get("training") or {}
+      lengths = training.get("task_feature_lengths") or {}
+    return dict(lengths)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _find_model_config(path: pathlib.Path) -> pathlib.Path | None:
+  for directory in (path, path.parent, path.parent.parent):
+    candidate = directory / MODEL_CONFIG_FILE
+    if candidate.is_file():
+      return candidate
+  return None
+
+
+def describe_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
+  """Identify a checkpoint directory and read its model_config.json."""
+  path = pathlib.Path(checkpoint)
+  if not path.exists():
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+  config_path = _find_model_config(path)
+  model_config: dict[str, Any] = {}
+  if config_path is not None:
+    try:
+      model_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+  step_match = _STEP_DIRECTORY.match(path.name)
+  step = int(step_match.group(1)) if step_match else None
+  is_t5x = (path / "checkpoint").is_file() or (path / "state" / "_METADATA").is_file()
+  if is_t5x and "model" not in model_config:
+    kind, model_dir = "t5x", None
+  else:
+    if config_path is None:
+      raise FileNotFoundError(
+          f"{path}: no {MODEL_CONFIG_FILE} here or in the two directories above; "
+          "pass a `cot-distill train` MODEL_DIR (or one of its step directories) "
+          "or a T5X checkpoint_<step> directory with a model_config.json beside it")
+    kind, model_dir = "trainer", str(config_path.parent)
+  return CheckpointDescription(
+      path=str(path), kind=kind, model_dir=model_dir, step=step,
+      model_config=model_config,
+      model_config_path=str(config_path) if config_path else None)
+
+
+def _vocabulary_settings(description: CheckpointDescription,
+                         spm_path: str | None, extra_ids: int | None
+                         ) -> tuple[str | None, int | None]:
+  """(spm_path, extra_ids): explicit > model_config.json > package default.
+
+  A relative spm path in model_config.json is relative to that file, so a
+  model directory can carry its vocabulary with it.
+  """
+  settings = description.model_config.get("vocabulary") or {}
+  path = spm_path or settings.get("spm_path") or settings.get("sentencepiece_model")
+  if path and "://" not in str(path) and not os.path.isabs(path) \
+      and description.model_config_path and not spm_path:
+    path = str(pathlib.Path(description.model_config_path).parent / path)
+  if extra_ids is None:
+    extra_ids = settings.get("extra_ids")
+  return path, extra_ids
+
+
+def _t5_config_for(description: CheckpointDescription):
+  from cot_distill.model.config import T5Config  # pylint: disable=g-import-not-at-top
+  config = description.model_config
+  values = config.get("model") or config.get("t5config")
+  if not values:
+    raise ValueError(
+        f"{description.model_config_path or description.path}: no 'model' "
+        "(T5Config fields) in model_config.json, so the network cannot be built")
+  return T5Config.from_dict(values)
+
+
+def restore(description: CheckpointDescription):
+  """(params, T5Config, info) for a described checkpoint."""
+  if description.kind == "t5x":
+    from cot_distill.model import param_tree  # pylint: disable=g-import-not-at-top
+    from cot_distill.model import t5x_checkpoints  # pylint: disable=g-import-not-at-top
+    config = _t5_config_for(description)
+    flat = t5x_checkpoints.read_t5x_params(description.path)
+    params = param_tree.check_and_unflatten(flat, config, source=description.path)
+    return params, config, {"step": description.step, "format": "t5x"}
+  from cot_distill.train import checkpoints  # pylint: disable=g-import-not-at-top
+  target = description.model_dir if description.step is None else description.path
+  params, config, info = checkpoints.restore_params(target)
+  return params, config, dict(info or {})
+
+
+def _bucket(length: int, limit: int) -> int:
+  """Smallest power of two >= length (at least 8), capped at `limit`."""
+  size = 8
+  while size < length:
+    size *= 2
+  return min(size, limit)
+
+
+class CheckpointPredictor:
+  """Generates text with `EncoderDecoderModel.predict_batch`.
+
+  Construction loads the parameters; `__call__` decodes one batch.
+  """
+
+  def __init__(self, params: Any, config: Any, vocabulary: Any, *,
+               decode: DecodeSettings, batch_size: int,
+               max_input_length: int, max_decode_length: int):
+    import jax  # pylint: disable=g-import-not-at-top
+    from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
+    self.model = EncoderDecoderModel(config)
+    self.config = config
+    self.params = jax.device_put(params)
+    self.vocabulary = vocabulary
+    self.decode = decode
+    self.num_samples = decode.num_samples
+    self.batch_size = batch_size
+    self.max_input_length = max_input_length
+    self.max_decode_length = max_decode_length
+    self.eos_id = vocabulary.eos_id
+    self.truncated_inputs = 0
+
+  @classmethod
+  def from_checkpoint(cls, checkpoint: str | os.PathLike, *,
+                      decode: DecodeSettings, batch_size: int,
+                      spm_path: str | None = None,
+                      extra_ids: int | None = None) -> "CheckpointPredictor":
+    from cot_distill import vocabularies  # pylint: disable=g-import-not-at-top
+    description = describe_checkpoint(checkpoint)
+    params, config, info = restore(description)
+    path, ids = _vocabulary_settings(description, spm_path, extra_ids)
+    vocabulary = (vocabularies.get_vocabulary(path, ids) if ids is not None
+                  else vocabularies.get_vocabulary(path))
+    lengths = description.task_feature_lengths
+    max_input = (decode.max_input_length or lengths.get("inputs")
+                 or DEFAULT_MAX_INPUT_LENGTH)
+    max_decode = (decode.max_decode_length or lengths.get("targets")
+                  or DEFAULT_MAX_DECODE_LENGTH)
+    logging.info("restored %s (step %s): %s; vocabulary %s; lengths %d/%d",
+                 checkpoint, info.get("step", description.step), config,
+                 path, max_input, max_decode)
+    return cls(params, config, vocabulary, decode=decode,
+               batch_size=batch_size, max_input_length=int(max_input),
+               max_decode_length=int(max_decode))
+
+  def encode(self, texts: Sequence[str]):
+    """Token ids [batch_size, bucket] with EOS, right-padded with 0."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    rows = []
+    for text in texts:
+      ids = list(self.vocabulary.encode(text))
+      if len(ids) > self.max_input_length - 1:
+        # Same rule as seqio's append_eos_after_trim: cut, then add EOS.
+        ids = ids[:self.max_input_length - 1]
+        self.truncated_inputs += 1
+      rows.append(ids + [self.eos_id])
+    width = _bucket(max(len(r) for r in rows), self.max_input_length)
+    tokens = np.zeros((self.batch_size, width), dtype=np.int32)
+    for index, row in enumerate(rows):
+      tokens[index, :len(row)] = row
+    return tokens
+
+  def _text(self, ids) -> Generation:
+    ids = [int(i) for i in ids]
+    if self.eos_id in ids:
+      ids = ids[:ids.index(self.eos_id)]
+    # Padding (0) after a row that hit the length limit is not output.
+    while ids and ids[-1] == 0:
+      ids.pop()
+    return Generation(self.vocabulary.decode(ids), num_tokens=len(ids))
+
+  def __call__(self, inputs: Sequence[str], *,
+               batch_index: int) -> list[list[Generation]]:
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    if len(inputs) > self.batch_size:
+      raise ValueError(f"{len(inputs)} inputs exceed batch size {self.batch_size}")
+    tokens = self.encode(inputs)
+    rng = None
+    if self.decode.method == "sample":
+      rng = jax.random.fold_in(jax.random.PRNGKey(self.decode.seed), batch_index)
+    output = self.model.predict_batch(
+        self.params, {"encoder_input_tokens": tokens},
+        decode_method=self.decode.method, num_decodes=self.num_samples,
+        temperature=self.decode.temperature, top_k=self.decode.top_k,
+        top_p=self.decode.top_p, rng=rng,
+        max_decode_length=self.max_decode_length)
+    output = np.asarray(jax.device_get(output))
+    if output.ndim == 2:
+      output = output[:, None, :]
+    return [[self._text(output[row, sample]) for sample in range(output.shape[1])]
+            for row in range(len(inputs))]

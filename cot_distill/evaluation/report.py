@@ -1,0 +1,464 @@
+"""`cot-distill report`: one markdown + JSON report, with PNG plots, from runs.
+
+The markdown is meant to be read on its own: every number a plot shows is
+also in a table, images are linked by relative path next to it, and a few
+example predictions are quoted, so nobody has to open predictions.jsonl to
+see what the students write.
+
+Output in REPORT_DIR: report.md, report.json, and PNGs (accuracy.png,
+self_consistency.png, filter_survival.png, training_curves.png) for the
+sections that have data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import pathlib
+from typing import Any, Sequence
+
+from cot_distill.evaluation import plots
+from cot_distill.evaluation import predictions as predictions_lib
+from cot_distill.evaluation import runs as runs_lib
+from cot_distill.evaluation import statistics
+from cot_distill.evaluation.runs import Run
+
+# Paired comparisons grow as runs^2; above this many runs per task we show
+# each run against the first only.
+MAX_RUNS_FOR_ALL_PAIRS = 4
+NUM_SAMPLE_PREDICTIONS = 3
+SAMPLE_TEXT_CHARACTERS = 400
+# Training metrics plotted when present, in this order (first two found).
+PREFERRED_TRAINING_METRICS = ("loss", "train/loss", "accuracy", "train/accuracy",
+                              "cross_ent_loss", "eval/accuracy")
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "n/a"
+  return f"{100 * value:.{digits}f}%"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "n/a"
+  return f"{value:.{digits}f}"
+
+
+def _cell(text: Any) -> str:
+  """Text safe inside a markdown table cell."""
+  return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+  return lines + [""]
+
+
+def _decode_description(run: Run) -> str:
+  decode = run.data.get("decode") or {}
+  method = decode.get("method", "greedy")
+  if decode.get("num_samples", 1) > 1:
+    return (f"{method} k={decode['num_samples']} "
+            f"T={decode.get('temperature')}")
+  return method
+
+
+def _plain_tasks(run: Run) -> list[tuple[str, dict]]:
+  """Tasks that are not single cross-validation folds."""
+  return [(name, task) for name, task in run.data["tasks"].items()
+          if task.get("fold") is None]
+
+
+def accuracy_rows(evaluations: Sequence[Run]) -> list[dict[str, Any]]:
+  """One row per (task, evaluation run), CV datasets as their fold mean."""
+  rows = []
+  for run in evaluations:
+    model = run.label
+    for name, task in _plain_tasks(run):
+      result = statistics.accuracy_from_dict(task["accuracy"])
+      calculator = task.get("calculator", {}).get("accuracy")
+      rows.append({
+          "task": name, "model": model, "run": str(run.path),
+          "format": run.data.get("target_format"),
+          "decode": _decode_description(run),
+          "dataset": task.get("dataset"), "split": task.get("split"),
+          "n": result.total, "accuracy": result.value,
+          "low": result.low, "high": result.high,
+          "formatted": result.format(),
+          "answer_found_rate": task.get("answer_found_rate"),
+          "mean_generated_words": task.get("mean_generated_words"),
+          "mean_generated_tokens": task.get("mean_generated_tokens"),
+          "calculator": (statistics.accuracy_from_dict(calculator).format()
+                         if calculator else None),
+          "calculator_fixed": task.get("calculator", {}).get("fixed"),
+          "calculator_broken": task.get("calculator", {}).get("broken"),
+      })
+    for dataset, cv in (run.data.get("cross_validation") or {}).items():
+      mean = cv["fold_mean"]
+      low, high = mean["interval"]
+      rows.append({
+          "task": f"{dataset} ({len(mean['fold_accuracies'])}-fold CV)",
+          "model": model, "run": str(run.path), "dataset": dataset,
+          "format": run.data.get("target_format"),
+          "decode": _decode_description(run),
+          "split": "cross-validation", "n": cv["pooled"]["total"],
+          "accuracy": mean["mean"],
+          "low": low if not _is_nan(low) else mean["mean"],
+          "high": high if not _is_nan(high) else mean["mean"],
+          "formatted": (f"{_percent(mean['mean'])} "
+                        f"[{_number(100 * low if not _is_nan(low) else None)}, "
+                        f"{_number(100 * high if not _is_nan(high) else None)}]"),
+          "answer_found_rate": None, "mean_generated_words": None,
+          "mean_generated_tokens": None, "calculator": None,
+          "calculator_fixed": None, "calculator_broken": None,
+      })
+  return rows
+
+
+def _is_nan(value: Any) -> bool:
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _load_task_predictions(run: Run, task_name: str
+                           ) -> list[dict[str, Any]] | None:
+  relative = run.data["tasks"][task_name].get("predictions")
+  if not relative:
+    return None
+  path = run.path / relative
+  if not path.is_file():
+    path = run.path / task_name / predictions_lib.PREDICTIONS_FILE
+  return predictions_lib.read_predictions(path) if path.is_file() else None
+
+
+def paired_comparisons(evaluations: Sequence[Run]) -> list[dict[str, Any]]:
+  """Accuracy differences between runs scored on the same examples.
+
+  Uses a paired bootstrap over examples (see statistics.py), only where
+  both runs saved predictions for exactly the same example ids.
+  """
+  by_task: dict[str, list[Run]] = {}
+  for run in evaluations:
+    for name, _ in _plain_tasks(run):
+      by_task.setdefault(name, []).append(run)
+  comparisons = []
+  for task_name, task_runs in by_task.items():
+    if len(task_runs) < 2:
+      continue
+    if len(task_runs) <= MAX_RUNS_FOR_ALL_PAIRS:
+      pairs = list(itertools.combinations(task_runs, 2))
+    else:
+      pairs = [(task_runs[0], other) for other in task_runs[1:]]
+    for first, second in pairs:
+      first_records = _load_task_predictions(first, task_name)
+      second_records = _load_task_predictions(second, task_name)
+      if not first_records or not second_records:
+        continue
+      first_by_id = {r["id"]: bool(r["correct"]) for r in first_records}
+      second_by_id = {r["id"]: bool(r["correct"]) for r in second_records}
+      if set(first_by_id) != set(second_by_id):
+        continue
+      ids = sorted(first_by_id)
+      # The more accurate run first, so differences read as "A beats B by".
+      if (sum(second_by_id.values()) > sum(first_by_id.values())):
+        first, second = second, first
+        first_by_id, second_by_id = second_by_id, first_by_id
+      difference, low, high = statistics.paired_difference_interval(
+          [first_by_id[i] for i in ids], [second_by_id[i] for i in ids])
+      comparisons.append({
+          "task": task_name, "first": first.label,
+          "second": second.label, "n": len(ids),
+          "difference": difference, "interval": [low, high],
+          # Examples only one of the two gets right (McNemar's discordant pairs).
+          "only_first_correct": sum(1 for i in ids
+                                    if first_by_id[i] and not second_by_id[i]),
+          "only_second_correct": sum(1 for i in ids
+                                     if second_by_id[i] and not first_by_id[i]),
+      })
+  return comparisons
+
+
+def _accuracy_section(evaluations: Sequence[Run], out_dir: pathlib.Path,
+                      report: dict[str, Any]) -> list[str]:
+  rows = accuracy_rows(evaluations)
+  report["accuracy"] = rows
+  if not rows:
+    return []
+  lines = ["## Accuracy", "",
+           "Accuracy is the share of examples whose extracted answer equals "
+           "the gold answer (the shared `judge`); brackets give the 95% "
+           "Wilson interval (for cross-validation: the t interval over "
+           "folds). *Answer found* is the share of outputs where any "
+           "extraction rule fired.", ""]
+  plots.accuracy_bars(rows, out_dir / "accuracy.png")
+  report["plots"].append("accuracy.png")
+  lines += ["![Accuracy per task and model](accuracy.png)", ""]
+  tasks = list(dict.fromkeys(r["task"] for r in rows))
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  lookup = {(r["task"], r["model"]): r for r in rows}
+  lines += ["### Comparison", ""]
+  lines += _table(["task"] + models,
+                  [[task] + [lookup[(task, m)]["formatted"]
+                             if (task, m) in lookup else "" for m in models]
+                   for task in tasks])
+  lines += ["### Details", ""]
+  lines += _table(
+      ["task", "split", "model", "format", "decoding", "n",
+       "accuracy [95% CI]", "answer found", "mean words", "mean tokens"],
+      [[r["task"], r["split"], r["model"], r["format"], r["decode"], r["n"],
+        r["formatted"],
+        _percent(r["answer_found_rate"]), _number(r["mean_generated_words"]),
+        _number(r["mean_generated_tokens"])] for r in rows])
+  calculator_rows = [r for r in rows if r["calculator"]]
+  if calculator_rows:
+    lines += ["### With the external calculator", "",
+              "The calculator recomputes every `a op b = c` in the generated "
+              "chain and carries corrected values forward; *fixed* / *broken* "
+              "count examples it turned right / wrong.", ""]
+    lines += _table(["task", "model", "without calculator", "with calculator",
+                     "fixed", "broken"],
+                    [[r["task"], r["model"], r["formatted"], r["calculator"],
+                      r["calculator_fixed"], r["calculator_broken"]]
+                     for r in calculator_rows])
+  comparisons = paired_comparisons(evaluations)
+  report["paired_comparisons"] = comparisons
+  if comparisons:
+    lines += ["### Paired differences", "",
+              "Accuracy of the better model minus the other on the same "
+              "examples, with a 95% paired-bootstrap interval; the last two "
+              "columns count questions only one of them gets right.", ""]
+    lines += _table(
+        ["task", "first", "second", "n", "difference [95% CI]",
+         "only first right", "only second right"],
+        [[c["task"], c["first"], c["second"], c["n"],
+          f"{100 * c['difference']:+.1f} pts [{100 * c['interval'][0]:+.1f}, "
+          f"{100 * c['interval'][1]:+.1f}]",
+          c["only_first_correct"], c["only_second_correct"]]
+         for c in comparisons])
+  return lines
+
+
+def _cross_validation_section(evaluations: Sequence[Run],
+                              report: dict[str, Any]) -> list[str]:
+  rows = []
+  for run in evaluations:
+    for dataset, cv in (run.data.get("cross_validation") or {}).items():
+      mean = cv["fold_mean"]
+      pooled = statistics.accuracy_from_dict(cv["pooled"])
+      rows.append([dataset, run.label,
+                   ", ".join(_percent(v) for v in mean["fold_accuracies"]),
+                   f"{_percent(mean['mean'])} ± "
+                   f"{_number(100 * mean['standard_deviation'])}",
+                   pooled.format()])
+  report["cross_validation_rows"] = rows
+  if not rows:
+    return []
+  return (["## Cross-validation", "",
+           "MAWPS and ASDiv-A have no fixed test split; each fold's model is "
+           "scored on its own held-out fold. *Mean ± sd* is over folds; "
+           "*pooled* counts every example once over all folds (Wilson 95%).",
+           ""]
+          + _table(["dataset", "model", "fold accuracies", "mean ± sd",
+                    "pooled [95% CI]"], rows))
+
+
+def _self_consistency_section(evaluations: Sequence[Run],
+                              out_dir: pathlib.Path,
+                              report: dict[str, Any]) -> list[str]:
+  curves = []
+  for run in evaluations:
+    for name, task in _plain_tasks(run):
+      curve = task.get("self_consistency")
+      if curve:
+        curves.append({"label": f"{name}: {run.label}", **curve,
+                       "sample_accuracy": task.get("sample_accuracy")})
+  report["self_consistency"] = curves
+  if not curves:
+    return []
+  plots.self_consistency_curves(curves, out_dir / "self_consistency.png")
+  report["plots"].append("self_consistency.png")
+  max_k = max(len(c["k"]) for c in curves)
+  shown_ks = sorted({1, 2, 4, 8, 16, 32, max_k} & set(range(1, max_k + 1)))
+  rows = []
+  for curve in curves:
+    by_k = dict(zip(curve["k"], curve["accuracy"]))
+    rows.append([curve["label"], _percent(curve.get("sample_accuracy"))]
+                + [_percent(by_k.get(k)) if k in by_k else "" for k in shown_ks])
+  return (["## Self-consistency", "",
+           "K chains sampled per question; the answer is the majority vote "
+           "over the first k. *One sample* is the mean accuracy of a single "
+           "sampled chain.", "",
+           "![Self-consistency curves](self_consistency.png)", ""]
+          + _table(["task: model", "one sample"] + [f"k={k}" for k in shown_ks],
+                   rows))
+
+
+def _leakage_section(evaluations: Sequence[Run],
+                     report: dict[str, Any]) -> list[str]:
+  rows = []
+  for run in evaluations:
+    for check in run.data.get("leakage") or []:
+      rows.append([run.label, check.get("evaluated", ""),
+                   check.get("against", ""), check.get("overlap", "n/a"),
+                   check.get("verdict", "")])
+  report["leakage"] = rows
+  if not rows:
+    return []
+  return (["## Held-out data and leakage", "",
+           "Overlap of normalised question text between each evaluated split "
+           "and the data the model was trained on (the data package's "
+           "leakage check). A non-zero overlap means the score is not a "
+           "held-out score.", ""]
+          + _table(["model", "evaluated", "against", "overlapping questions",
+                    "verdict"], rows))
+
+
+def _quote(text: str | None) -> str:
+  text = (text or "").strip().replace("\n", " ")
+  if len(text) > SAMPLE_TEXT_CHARACTERS:
+    text = text[:SAMPLE_TEXT_CHARACTERS] + " …"
+  return text.replace("`", "'")
+
+
+def _sample_section(evaluations: Sequence[Run]) -> list[str]:
+  lines = []
+  for run in evaluations:
+    for name, _ in _plain_tasks(run):
+      records = _load_task_predictions(run, name)
+      if not records:
+        continue
+      # Show both kinds of outcome when there are both.
+      right = [r for r in records if r["correct"]][:2]
+      wrong = [r for r in records if not r["correct"]][:2]
+      chosen = (right[:1] + wrong[:1] + right[1:] + wrong[1:])
+      chosen = chosen[:NUM_SAMPLE_PREDICTIONS]
+      lines += [f"### {name}: {run.label}", ""]
+      for record in chosen:
+        verdict = "right" if record["correct"] else "wrong"
+        lines += [f"- **{record['id']}** ({verdict}; gold `{record['gold']}`, "
+                  f"extracted `{record['predicted']}` by rule "
+                  f"`{record['rule']}`)",
+                  f"  - question: {_quote(record['question'])}",
+                  f"  - output: `{_quote(record['generated'])}`"]
+      lines.append("")
+  if not lines:
+    return []
+  return ["## Example predictions", ""] + lines
+
+
+def _annotation_section(annotations: Sequence[Run], out_dir: pathlib.Path,
+                        report: dict[str, Any]) -> list[str]:
+  report["annotation"] = [
+      {"label": run.label, "path": str(run.path),
+       **{k: v for k, v in run.data.items() if k != "manifest"}}
+      for run in annotations]
+  if not annotations:
+    return []
+  reasons = sorted({k for run in annotations for k in run.data["outcomes"]
+                    if k != "kept"})
+  rows = []
+  for run in annotations:
+    coverage = run.data.get("coverage") or {}
+    rows.append([run.label, run.data.get("status") or "", run.data["generated"],
+                 run.data["kept"], _percent(run.data["survival"])]
+                + [run.data["outcomes"].get(r, 0) for r in reasons]
+                + [f"{coverage['questions_with_kept_cot']}/{coverage['questions']}"
+                   if coverage else "n/a"])
+  lines = ["## Teacher annotation: filter survival", "",
+           "Each teacher chain of thought is kept only if the shared judge "
+           "finds the gold answer in it; the others are dropped with a "
+           "reason. *Questions covered* counts questions with at least one "
+           "kept chain.", ""]
+  if any(run.data["generated"] for run in annotations):
+    plots.filter_survival(
+        [{"label": run.label, "outcomes": run.data["outcomes"]}
+         for run in annotations], out_dir / "filter_survival.png")
+    report["plots"].append("filter_survival.png")
+    lines += ["![Filter survival](filter_survival.png)", ""]
+  lines += _table(["run", "status", "chains", "kept", "survival"]
+                  + [f"dropped: {r}" for r in reasons]
+                  + ["questions covered"], rows)
+  return lines
+
+
+def _training_metric_names(trainings: Sequence[Run]) -> list[str]:
+  available = {m for run in trainings for m in run.data["series"]}
+  chosen = [m for m in PREFERRED_TRAINING_METRICS if m in available]
+  chosen = [m for i, m in enumerate(chosen)
+            if m.split("/")[-1] not in [c.split("/")[-1] for c in chosen[:i]]]
+  return chosen[:2] or sorted(available)[:2]
+
+
+def _training_section(trainings: Sequence[Run], out_dir: pathlib.Path,
+                      report: dict[str, Any]) -> list[str]:
+  metric_names = _training_metric_names(trainings)
+  rows, json_rows = [], []
+  for run in trainings:
+    series = run.data["series"]
+    model = (run.data["model_config"].get("model") or {})
+    steps = max((max(s) for s, _ in series.values() if s), default=None)
+    row = {"label": run.label, "path": str(run.path), "task": run.data["task"],
+           "last_step": steps, "model": model}
+    for metric in metric_names:
+      values = series.get(metric, ([], []))[1]
+      row[f"first_{metric}"] = values[0] if values else None
+      row[f"last_{metric}"] = values[-1] if values else None
+    json_rows.append(row)
+    size = (f"{model.get('num_encoder_layers', '?')}+"
+            f"{model.get('num_decoder_layers', '?')} layers, "
+            f"d={model.get('emb_dim', '?')}") if model else "n/a"
+    rows.append([run.label, size, steps if steps is not None else "n/a"]
+                + [f"{_number(row[f'first_{m}'], 4)} → {_number(row[f'last_{m}'], 4)}"
+                   for m in metric_names])
+  report["training"] = json_rows
+  if not trainings:
+    return []
+  lines = ["## Training", ""]
+  if metric_names and any(run.data["series"] for run in trainings):
+    plots.training_curves(
+        [{"label": run.label, "series": run.data["series"]}
+         for run in trainings], metric_names, out_dir / "training_curves.png")
+    report["plots"].append("training_curves.png")
+    lines += ["![Training curves](training_curves.png)", ""]
+  lines += _table(["run", "model", "last step"]
+                  + [f"{m} (first → last)" for m in metric_names], rows)
+  return lines
+
+
+def build_report(run_paths: Sequence[pathlib.Path],
+                 out_dir: pathlib.Path) -> dict[str, Any]:
+  """Read every run under `run_paths`, write report.md/.json and plots."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  all_runs = runs_lib.load_runs([pathlib.Path(p) for p in run_paths])
+  evaluations = [r for r in all_runs if r.kind == runs_lib.EVALUATION]
+  annotations = [r for r in all_runs if r.kind == runs_lib.ANNOTATION]
+  trainings = [r for r in all_runs if r.kind == runs_lib.TRAINING]
+  created = datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds")
+  report: dict[str, Any] = {
+      "created_at": created,
+      "runs": [{"kind": r.kind, "label": r.label, "path": str(r.path)}
+               for r in all_runs],
+      "plots": [],
+  }
+  lines = ["# cot-distill report", "",
+           f"Generated {created} from {len(all_runs)} run(s).", ""]
+  lines += _table(["kind", "run", "directory"],
+                  [[r.kind, r.label, str(r.path)] for r in all_runs])
+  lines += _accuracy_section(evaluations, out_dir, report)
+  lines += _cross_validation_section(evaluations, report)
+  lines += _self_consistency_section(evaluations, out_dir, report)
+  lines += _leakage_section(evaluations, report)
+  lines += _annotation_section(annotations, out_dir, report)
+  lines += _training_section(trainings, out_dir, report)
+  lines += _sample_section(evaluations)
+  report["markdown"] = "report.md"
+  (out_dir / "report.md.tmp").write_text("\n".join(lines).rstrip() + "\n",
+                                          encoding="utf-8")
+  (out_dir / "report.md.tmp").replace(out_dir / "report.md")
+  predictions_lib.write_json_atomic(out_dir / "report.json", report)
+  return report
