@@ -23,18 +23,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 from typing import Iterable, Mapping, Sequence
 
 from cot_distill.data import registry
 from cot_distill.data.example import Example
 
 Group = tuple[str, str]  # (dataset, split)
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")  # \W is Unicode-aware: "é" stays
 
 
 def normalize_question(text: str, compact: bool = False) -> str:
   """'Mary has 8 apples . How many?' -> 'mary has 8 apples how many'."""
-  spaced = "".join(ch if ch.isalnum() else " " for ch in text.lower())
-  words = spaced.split()
+  words = _NOT_ALPHANUMERIC.sub(" ", text.lower()).split()
   return "".join(words) if compact else " ".join(words)
 
 
