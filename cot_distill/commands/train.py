@@ -1,0 +1,135 @@
+"""`cot-distill train` (= `python -m cot_distill.train`): train with gin configs.
+
+    cot-distill train --gin_file=gin/models/t5_1_1_tiny.gin \\
+        --gin_file=gin/runs/finetune_cot.gin \\
+        --gin.MIXTURE_OR_TASK_NAME="'cot_distill.coin_flip_gen.synthetic.cot'" \\
+        --gin.MODEL_DIR="'/tmp/student'" --gin.TRAIN_STEPS=200
+
+Flags follow T5X's: `--gin_file` (repeatable, later files override earlier
+ones), `--gin.MACRO=VALUE` (a gin binding `MACRO = VALUE`, applied after all
+files; values are gin literals, so strings need inner quotes),
+`--gin_bindings` (any binding), `--gin_search_paths` (for `include`).
+Exit status 0 when the run reached TRAIN_STEPS, 143 when it stopped on
+SIGTERM after saving a checkpoint (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect.
+_GIN_MACRO_FLAG = "--gin."
+
+
+class GinFlagParser(argparse.ArgumentParser):
+  """argparse plus T5X's `--gin.NAME=VALUE` flags (collected as bindings).
+
+  argparse cannot declare a flag family, so those arguments are taken out
+  before parsing and stored in `args.gin_macro_flags`.
+  """
+
+  def parse_known_args(self, args=None, namespace=None):
+    args = list(sys.argv[1:] if args is None else args)
+    macros = [arg for arg in args if arg.startswith(_GIN_MACRO_FLAG)]
+    rest = [arg for arg in args if not arg.startswith(_GIN_MACRO_FLAG)]
+    namespace, extras = super().parse_known_args(rest, namespace)
+    namespace.gin_macro_flags = (getattr(namespace, "gin_macro_flags", None)
+                                 or []) + macros
+    return namespace, extras
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="gin file; repeat for several (later ones win)")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a gin binding, e.g. 'trainer.train.seed = 3'")
+  parser.add_argument("--gin_search_paths", default="",
+                      help="comma-separated folders for gin `include`s "
+                           "(the repository root and the working directory "
+                           "are always searched)")
+  parser.add_argument("--coordinator_address", default=None,
+                      help="multi-host: host:port of process 0")
+  parser.add_argument("--num_processes", type=int, default=None,
+                      help="multi-host: number of processes")
+  parser.add_argument("--process_id", type=int, default=None,
+                      help="multi-host: this process's index")
+  parser.set_defaults(gin_macro_flags=[])
+
+
+def macro_bindings(flags: Sequence[str]) -> list[str]:
+  """['--gin.TRAIN_STEPS=10'] -> ['TRAIN_STEPS = 10']."""
+  bindings = []
+  for flag in flags:
+    name, separator, value = flag[len(_GIN_MACRO_FLAG):].partition("=")
+    if not separator or not name:
+      raise ValueError(f"{flag}: write gin macro flags as --gin.NAME=VALUE")
+    bindings.append(f"{name} = {value}")
+  return bindings
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str],
+              search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files then bindings, the way T5X's gin_utils does."""
+  import gin  # pylint: disable=import-outside-toplevel
+  repo_root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  for path in [*search_paths, os.getcwd(), repo_root]:
+    if path:
+      gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(list(files), list(bindings),
+                                      finalize_config=False)
+
+
+class _LibraryChatterFilter(logging.Filter):
+  """Drops orbax's per-save INFO lines (a dozen per checkpoint)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING
+            or "/orbax/" not in record.pathname.replace(os.sep, "/"))
+
+
+def run(args: argparse.Namespace) -> int:
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_LibraryChatterFilter())
+  from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
+  multihost.initialize(args.coordinator_address, args.num_processes,
+                       args.process_id)
+  import gin  # pylint: disable=import-outside-toplevel
+  from cot_distill.train import trainer  # pylint: disable=import-outside-toplevel
+  if not args.gin_file:
+    raise SystemExit("cot-distill train: give at least one --gin_file "
+                     "(e.g. gin/models/t5_1_1_tiny.gin and gin/runs/finetune_cot.gin)")
+  parse_gin(args.gin_file,
+            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags)],
+            [path for path in args.gin_search_paths.split(",") if path])
+  result = gin.get_configurable(trainer.train)()
+  logging.info("finished at step %d in %s%s", result.step, result.model_dir,
+               " (preempted)" if result.preempted else "")
+  return PREEMPTED_EXIT_CODE if result.preempted else 0
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "train", help="train a T5 student with gin configs (T5X-style flags)",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  # Subparsers are built by the CLI's parser class; switch this one to the
+  # class that understands --gin.NAME=VALUE.
+  parser.__class__ = GinFlagParser
+  add_arguments(parser)
+  parser.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = GinFlagParser(prog="python -m cot_distill.train",
+                         description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(parser)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                      datefmt="%H:%M:%S")
+  return run(args)
