@@ -253,6 +253,47 @@ def format_examples(dataset: tf.data.Dataset, target_format: str,
   return dataset.map(format_one, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
+def choices_json(labels: Sequence[str], texts: Sequence[str]) -> str:
+  """The `choices` raw feature from parallel label/text lists ("" when empty).
+
+  (["A", "B"], ["ignore", "enforce"]) -> '[["A", "ignore"], ["B", "enforce"]]'
+  """
+  if len(labels) != len(texts):
+    raise ValueError(f"{len(labels)} choice labels for {len(texts)} choice texts")
+  return json.dumps([[str(l), str(t)] for l, t in zip(labels, texts)]) if labels else ""
+
+
+def tfds_benchmark_to_raw(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`cot_distill_benchmarks` TFDS features -> the raw feature schema.
+
+  {"id": "aqua/test/0", "question": ..., "answer": "A",
+   "answer_type": "multiple_choice", "choices": ["5", "6"],
+   "choice_labels": ["A", "B"], "gold_rationale": "...", "meta": "{...}"}
+    -> {"id": "aqua/test/0", "dataset": "aqua", "split": "test",
+        "question": ..., "answer": "A", "answer_type": "multiple_choice",
+        "choices": '[["A", "5"], ["B", "6"]]', "rationale": "..."}
+
+  Identical to what `seqio_sources.benchmark_source` yields for the same
+  Example, so a task reads the same strings from either source.
+  """
+
+  def to_json(labels, texts):
+    text = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
+    return choices_json([text(l) for l in labels], [text(t) for t in texts]).encode("utf-8")
+
+  def convert(example):
+    choices = tf.numpy_function(to_json, [example["choice_labels"], example["choices"]],
+                                tf.string, stateful=False)
+    choices.set_shape([])
+    parts = tf.strings.split(example["id"], "/")
+    return {"id": example["id"], "dataset": parts[0], "split": parts[1],
+            "question": example["question"], "answer": example["answer"],
+            "answer_type": example["answer_type"], "choices": choices,
+            "rationale": example["gold_rationale"]}
+
+  return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def filter_by_token_length(
     dataset: tf.data.Dataset,
     output_features: Mapping[str, seqio.Feature],

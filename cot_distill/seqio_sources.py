@@ -10,6 +10,9 @@ so registering hundreds of tasks costs no I/O.
   step between annotating and training.
 * `benchmark_source(dataset, splits)` loads splits with the data engineer's
   `cot_distill.data.registry.load` (offline via COT_DISTILL_DATA_DIR).
+* `tfds_benchmark_source(dataset, splits, tfds_data_dir)` reads the same
+  splits from the prepared `cot_distill_benchmarks` TFDS builder (tasks then
+  start with `preprocessors.tfds_benchmark_to_raw`).
 * `examples_source(examples)` wraps Example objects in memory or a JSONL file
   of `Example.to_dict()` lines (e.g. generated symbolic splits for the demo).
 
@@ -74,7 +77,8 @@ def record_to_features(record: Mapping[str, Any], *, where: str = "",
       "question": str(record["question"]),
       "answer": str(record["answer"]),
       "answer_type": str(getattr(record["answer_type"], "value", record["answer_type"])),
-      "choices": json.dumps([list(c) for c in choices]) if choices else "",
+      "choices": preprocessors.choices_json([c[0] for c in choices], [c[1] for c in choices])
+                 if choices else "",
       "rationale": str(record.get(rationale_field) or ""),
   }
 
@@ -245,6 +249,21 @@ def benchmark_source(dataset: str, splits: Sequence[str],
             for e in registry.load(dataset, split, data_dir=data_dir)]
 
   return RecordsDataSource(load_split, splits, description=f"{dataset} {list(splits)}")
+
+
+def tfds_benchmark_source(dataset: str, splits: Sequence[str],
+                          tfds_data_dir: str) -> seqio.TfdsDataSource:
+  """Benchmark splits from the prepared TFDS builder `cot_distill_benchmarks`.
+
+  Prepare first (`tfds build cot_distill_benchmarks --imports
+  cot_distill.data.tfds_builders --config NAME --manual_dir DATA --data_dir DIR`);
+  reading never prepares (read_only). Yields TFDS features: put
+  `preprocessors.tfds_benchmark_to_raw` first in the task's preprocessors.
+  """
+  from cot_distill.data import tfds_builders  # pylint: disable=g-import-not-at-top
+  return seqio.TfdsDataSource(
+      tfds_name=f"{tfds_builders.BUILDER_NAME}/{dataset}:{tfds_builders.DATASET_VERSION}",
+      tfds_data_dir=tfds_data_dir, splits=list(splits), read_only=True)
 
 
 def examples_source(examples: Sequence[Example] | str | os.PathLike,

@@ -131,19 +131,21 @@ def register_gold_task(name: str, dataset: str, splits: Sequence[str] = ("train"
                        vocabulary: seqio.Vocabulary | None = None, *,
                        target_format: str = "answer_only",
                        data_dir: str | None = None,
+                       tfds_data_dir: str | None = None,
                        max_input_tokens: int | None = None,
                        max_target_tokens: int | None = None) -> seqio.Task:
   """A training task from a benchmark's gold data (no teacher).
 
   "answer_only" is the paper's baseline; "cot" / "multitask" use the
   dataset's own worked solutions (`gold_rationale`, e.g. GSM8K's) as the
-  rationale, a human-rationale baseline.
+  rationale, a human-rationale baseline. Sources as in
+  `register_benchmark_eval_task`.
   """
   _check_format(target_format, preprocessors.TARGET_FORMATS)
-  source = seqio_sources.benchmark_source(dataset, splits, data_dir)
+  source, head = _benchmark_source_and_head(dataset, splits, data_dir, tfds_data_dir)
   return add_task(name, source,
-                  training_preprocessors(target_format, max_input_tokens,
-                                         max_target_tokens),
+                  head + training_preprocessors(target_format, max_input_tokens,
+                                                max_target_tokens),
                   vocabulary, scored=target_format != "multitask")
 
 
@@ -166,17 +168,35 @@ def register_examples_task(name: str, examples: Sequence[Example] | str | os.Pat
                   vocabulary, scored=target_format != "multitask")
 
 
+def _benchmark_source_and_head(dataset: str, splits: Sequence[str],
+                               data_dir: str | None, tfds_data_dir: str | None):
+  """(source, preprocessors to put first): TFDS when a TFDS dir is given."""
+  if tfds_data_dir:
+    return (seqio_sources.tfds_benchmark_source(dataset, splits, tfds_data_dir),
+            [preprocessors.tfds_benchmark_to_raw])
+  return seqio_sources.benchmark_source(dataset, splits, data_dir), []
+
+
 def register_benchmark_eval_task(name: str, dataset: str, split: str,
                                  vocabulary: seqio.Vocabulary | None = None, *,
                                  data_dir: str | None = None,
+                                 tfds_data_dir: str | None = None,
                                  input_prefix: str = "") -> seqio.Task:
   """An eval task over one benchmark split, scored by the shared judge.
 
-  `input_prefix` is "" for cot/answer_only students and
-  `preprocessors.LABEL_PREFIX` for multitask ones (`eval_input_prefix`).
+  Args:
+    name: task name, by convention `cot_distill.eval.{dataset}.{split}`.
+    dataset, split: a `cot_distill.data.registry` dataset and split.
+    vocabulary: defaults to `vocabularies.get_vocabulary()`.
+    data_dir: benchmark files (default: registry precedence, env
+      COT_DISTILL_DATA_DIR); used when `tfds_data_dir` is None.
+    tfds_data_dir: read the prepared `cot_distill_benchmarks` TFDS builder
+      from here instead of the original files.
+    input_prefix: "" for cot/answer_only students,
+      `preprocessors.LABEL_PREFIX` for multitask ones (`eval_input_prefix`).
   """
-  source = seqio_sources.benchmark_source(dataset, [split], data_dir)
-  return add_task(name, source, eval_preprocessors(input_prefix), vocabulary)
+  source, head = _benchmark_source_and_head(dataset, [split], data_dir, tfds_data_dir)
+  return add_task(name, source, head + eval_preprocessors(input_prefix), vocabulary)
 
 
 def register_examples_eval_task(name: str,

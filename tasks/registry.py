@@ -25,6 +25,7 @@ and a test or a T5X user can re-register with another vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import seqio
@@ -37,6 +38,9 @@ from cot_distill.data import symbolic
 from . import runs as runs_lib
 
 PREFIX = "cot_distill"
+# When set (at registration), benchmarks are read from the prepared TFDS
+# builder `cot_distill_benchmarks` in this directory instead of the files.
+TFDS_DIR_ENV = "COT_DISTILL_TFDS_DIR"
 
 # Datasets whose `train` split (or MAWPS' per-fold train) gets gold tasks, and
 # whether that split carries worked solutions usable as rationales.
@@ -145,7 +149,7 @@ class _LazyExamples(Sequence):
 # Registration.
 
 
-def _register_training(vocabulary) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+def _register_training(vocabulary, tfds_data_dir) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
   """All training tasks: (every name, {"teacher.format": [(dataset, name)]} to mix)."""
   names: list[str] = []
   by_key: dict[str, list[tuple[str, str]]] = {}
@@ -167,7 +171,8 @@ def _register_training(vocabulary) -> tuple[list[str], dict[str, list[tuple[str,
       for target_format in formats:
         name = training_task_name(dataset + suffix, "gold", target_format)
         seqio_tasks.register_gold_task(name, dataset, splits, vocabulary,
-                                       target_format=target_format)
+                                       target_format=target_format,
+                                       tfds_data_dir=tfds_data_dir)
         names.append(name)
         if not suffix:  # CV folds overlap each other: never mixed.
           note("gold", target_format, dataset, name)
@@ -184,7 +189,7 @@ def _register_training(vocabulary) -> tuple[list[str], dict[str, list[tuple[str,
   return names, by_key
 
 
-def _register_eval(vocabulary) -> tuple[list[str], list[tuple[str, str, str]]]:
+def _register_eval(vocabulary, tfds_data_dir) -> tuple[list[str], list[tuple[str, str, str]]]:
   """All eval tasks: (every name, (dataset, format, name) of those mixed).
 
   Cross-validation folds ("fold*") get tasks but stay out of the eval
@@ -197,6 +202,7 @@ def _register_eval(vocabulary) -> tuple[list[str], list[tuple[str, str, str]]]:
       for split in eval_splits(dataset):
         names.append(eval_task_name(dataset, split, target_format))
         seqio_tasks.register_benchmark_eval_task(names[-1], dataset, split, vocabulary,
+                                                 tfds_data_dir=tfds_data_dir,
                                                  input_prefix=prefix)
         if not split.startswith("fold"):
           mixed.append((dataset, target_format, names[-1]))
@@ -228,17 +234,22 @@ def _register_mixtures(training: dict, evaluation: list) -> list[str]:
   return names
 
 
-def register_all(vocabulary: seqio.Vocabulary | None = None) -> dict[str, list[str]]:
+def register_all(vocabulary: seqio.Vocabulary | None = None,
+                 tfds_data_dir: str | None = None) -> dict[str, list[str]]:
   """Registers (or re-registers) every task and mixture.
 
   Args:
     vocabulary: defaults to `cot_distill.vocabularies.get_vocabulary()`
       (argument > gin > env COT_DISTILL_SPM_PATH > T5's public gs:// file).
+    tfds_data_dir: read benchmarks from the prepared `cot_distill_benchmarks`
+      TFDS builder here; default env COT_DISTILL_TFDS_DIR, else (unset) the
+      original files through `cot_distill.data.registry`.
 
   Returns:
     {"training": [...], "eval": [...], "mixtures": [...]} registered names.
   """
-  training_names, training = _register_training(vocabulary)
-  eval_names, mixed_eval = _register_eval(vocabulary)
+  tfds_data_dir = tfds_data_dir or os.environ.get(TFDS_DIR_ENV) or None
+  training_names, training = _register_training(vocabulary, tfds_data_dir)
+  eval_names, mixed_eval = _register_eval(vocabulary, tfds_data_dir)
   mixtures = _register_mixtures(training, mixed_eval)
   return {"training": training_names, "eval": eval_names, "mixtures": mixtures}
