@@ -99,9 +99,17 @@ def test_generate_rejects_impossible_request(tmp_path, capsys):
   assert "distinct names" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("action", ["list", "show", "leakage", "generate", "download"])
+@pytest.mark.parametrize("action", ["list", "show", "leakage", "generate", "download", "prepare"])
 def test_every_action_has_help(action, capsys):
   with pytest.raises(SystemExit) as caught:
     run_command(action, "--help")
   assert caught.value.code == 0
   assert "usage: cot-distill datasets " + action in capsys.readouterr().out
+
+
+def test_prepare_builds_tfds_datasets(tmp_path, data_dir, capsys):
+  assert run_command("prepare", "coin_flip", "--tfds-dir", str(tmp_path),
+                     "--data-dir", str(data_dir)) == 0
+  out = capsys.readouterr().out
+  assert "cot_distill_benchmarks/coin_flip:1.0.0 in " in out and out.rstrip().endswith("test=500")
+  assert (tmp_path / "cot_distill_benchmarks" / "coin_flip" / "1.0.0" / "dataset_info.json").is_file()

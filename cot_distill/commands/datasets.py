@@ -6,6 +6,7 @@
     cot-distill datasets generate {coin_flip,last_letters} --n N --steps K --seed S \\
         --split SPLIT --out FILE.jsonl [--exclude OTHER.jsonl]
     cot-distill datasets download NAME|all [--data-dir DIR] [--force]
+    cot-distill datasets prepare NAME...|all --tfds-dir DIR [--data-dir DIR]
 
 --data-dir defaults to env COT_DISTILL_DATA_DIR, then the download cache.
 Data errors (missing file, malformed line) print `path:line: message` and
@@ -74,12 +75,17 @@ def register(subparsers) -> None:
       "download", help="fetch the original files (pinned commits, SHA-256 checked)"))
   download.add_argument("name", choices=list(registry.DATASETS) + ["all"])
   download.add_argument("--force", action="store_true", help="re-download present files")
+  prepare = with_data_dir(actions.add_parser(
+      "prepare", help="build the TFDS datasets (cot_distill_benchmarks/NAME) offline"))
+  prepare.add_argument("names", nargs="+", choices=list(registry.DATASETS) + ["all"],
+                       metavar="NAME", help="registry names, or all")
+  prepare.add_argument("--tfds-dir", required=True, help="TFDS data_dir to write to")
   parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
   handlers = {"list": _list, "show": _show, "leakage": _leakage,
-              "generate": _generate, "download": _download}
+              "generate": _generate, "download": _download, "prepare": _prepare}
   try:
     return handlers[args.datasets_action](args)
   except (DataFormatError, MissingDataError) as error:
@@ -222,4 +228,26 @@ def _download(args: argparse.Namespace) -> int:
       print(f"error: {name}: {error}", file=sys.stderr)
       return 1
     print(f"{name}: {len(paths)} file(s) in {registry.resolve_data_dir(args.data_dir)}")
+  return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+  """What `tfds build` does for our builder, without the TFDS CLI.
+
+  The `tfds` script of tensorflow-datasets 4.9.10 imports apache_beam at
+  start-up (for its convert_format command) even to build, and Beam is not
+  a dependency of this project.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from cot_distill.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  names = list(registry.DATASETS) if "all" in args.names else list(dict.fromkeys(args.names))
+  source = registry.resolve_data_dir(args.data_dir)
+  for name in names:
+    builder = tfds.builder(f"{tfds_builders.BUILDER_NAME}/{name}", data_dir=args.tfds_dir,
+                           source_dir=str(source))
+    builder.download_and_prepare()
+    counts = ", ".join(f"{split}={info.num_examples}"
+                       for split, info in builder.info.splits.items())
+    print(f"{tfds_builders.BUILDER_NAME}/{name}:{tfds_builders.DATASET_VERSION} "
+          f"in {builder.data_dir}: {counts}")
   return 0

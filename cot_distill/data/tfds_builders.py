@@ -18,8 +18,11 @@ the builder):
 
 or from a shell:
 
+    cot-distill datasets prepare gsm8k svamp --tfds-dir TFDS_DIR --data-dir /path/to/data
+    # equivalent TFDS CLI; note the `tfds` script of tensorflow-datasets 4.9.10
+    # imports apache_beam at start-up, so it needs `pip install apache-beam`:
     tfds build cot_distill_benchmarks --imports cot_distill.data.tfds_builders \\
-        --config gsm8k --manual_dir /path/to/shared/data --data_dir TFDS_DIR
+        --config gsm8k --manual_dir /path/to/data --data_dir TFDS_DIR
 
 Reading an already prepared dataset works without the import (TFDS rebuilds
 the builder from the files' metadata); preparing one needs it.
