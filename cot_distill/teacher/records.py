@@ -186,7 +186,7 @@ class RunDirectory:
       for name, records in lines_by_file.items():
         kept = [r for r in records if r["id"] not in broken]
         if len(kept) != len(records):
-          self._rewrite(self.directory / name, kept)
+          write_records_atomically(self.directory / name, kept)
         lines_by_file[name] = kept
     self.repaired = {"torn_lines": torn, "incomplete_questions": len(broken)}
     self.done_ids = complete
@@ -194,17 +194,6 @@ class RunDirectory:
       self._tally(record, kept=True)
     for record in lines_by_file[DROPPED_FILE]:
       self._tally(record, kept=False)
-
-  @staticmethod
-  def _rewrite(path: pathlib.Path, records: Iterable[Mapping[str, Any]]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as f:
-      for record in records:
-        f.write(_encode(record))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
 
   def _tally(self, record: Mapping[str, Any], kept: bool) -> None:
     self.counts["kept" if kept else record.get("drop_reason", "unknown")] += 1
@@ -228,11 +217,16 @@ class RunDirectory:
     self._dirty = True
 
   def flush(self) -> None:
-    """fsyncs both files if anything was written since the last flush."""
+    """fsyncs both files if anything was written since the last flush.
+
+    Safe to call from a helper thread while the event loop keeps appending:
+    the flag is cleared first, so a write racing with the fsync marks the
+    files dirty again for the next flush.
+    """
     if self._dirty:
-      for handle in self._handles.values():
-        os.fsync(handle)
       self._dirty = False
+      for handle in list(self._handles.values()):
+        os.fsync(handle)
 
   def write_manifest(self, manifest: Mapping[str, Any]) -> None:
     self.flush()
@@ -243,6 +237,26 @@ class RunDirectory:
     for handle in self._handles.values():
       os.close(handle)
     self._handles.clear()
+
+
+def write_records_atomically(path: pathlib.Path,
+                             records: Iterable[Mapping[str, Any]]) -> None:
+  """Replaces a JSONL file with `records` (temporary file, fsync, rename)."""
+  handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    with os.fdopen(handle, "wb") as f:
+      for record in records:
+        f.write(_encode(record))
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    try:
+      os.unlink(temporary)
+    except OSError:
+      pass
+    raise
+  _fsync_directory(path.parent)
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:

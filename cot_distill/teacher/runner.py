@@ -424,6 +424,8 @@ def annotate(config: AnnotationConfig, out_dir: str | os.PathLike,
     run.write_manifest(final)
   finally:
     run.close()
+    if cache is not None:
+      cache.close()
   return final
 
 
@@ -455,9 +457,11 @@ async def _run_pending(config, options, builder, run, pending, examples, api_key
       progress.update(run, teacher.stats)
 
   async def keep_manifest_fresh():
+    # fsync and the manifest rename run in a thread: on a busy disk they can
+    # take tens of milliseconds, during which the event loop keeps serving.
     while True:
       await asyncio.sleep(options.manifest_interval_s)
-      run.write_manifest(manifest(teacher.stats, "running"))
+      await asyncio.to_thread(run.write_manifest, manifest(teacher.stats, "running"))
 
   refresher = asyncio.ensure_future(keep_manifest_fresh())
   workers = [asyncio.ensure_future(worker())

@@ -1,0 +1,167 @@
+"""`cot-distill annotate`: teacher chains of thought for a dataset, filtered.
+
+    cot-distill annotate --dataset gsm8k --split train --teacher-url URL \\
+        --model NAME [--samples K] --out DIR [--prompt-mode hinted|few_shot|zero_shot]
+        [--style completion|chat] [--concurrency C] [--rpm R] [--tpm T] [--limit N]
+        [--exemplars FILE] [--data-dir DIR] ...
+    cot-distill annotate --dataset coin_flip_gen --split train --generate-n 2000 \\
+        --steps 4 --seed 0 --teacher-url URL --model M --out DIR
+    cot-distill annotate --dataset NAME --split S --examples FILE.jsonl ...
+    cot-distill annotate --resume DIR [--concurrency C ...]
+    cot-distill annotate --from-log KOJIMA.log --out DIR [--data-dir DIR]
+    cot-distill annotate --from-jsonl FILE --out DIR [--dataset NAME --split S |
+        --answer-field F --answer-type T] [--question-field F] [--rationale-field F]
+
+The API key is read from the environment variable named by --api-key-env
+(default OPENAI_API_KEY) and is never written anywhere. Running the same
+command again on the same --out resumes it (after a crash or kill) without
+duplicating or losing records; a finished run costs zero requests to repeat
+thanks to the response cache (--cache-dir, default ~/.cache/cot-distill/teacher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "annotate", help="annotate a dataset with teacher CoTs (or import teacher outputs)",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  what = parser.add_argument_group("what to annotate")
+  what.add_argument("--dataset", help="registry name, or coin_flip_gen / last_letters_gen")
+  what.add_argument("--split", default="train")
+  what.add_argument("--data-dir", default=None, help="benchmark files (registry loader)")
+  what.add_argument("--examples", default=None, help="JSONL of Example dicts to annotate")
+  what.add_argument("--generate-n", type=int, default=None, help="generate N symbolic examples")
+  what.add_argument("--steps", type=int, default=None, help="people / words per generated question")
+  what.add_argument("--seed", type=int, default=0, help="generator seed and sampling seed")
+  what.add_argument("--limit", type=int, default=None, help="only the first N examples")
+  teacher = parser.add_argument_group("teacher")
+  teacher.add_argument("--teacher-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+  teacher.add_argument("--model", help="model name sent with each request")
+  teacher.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                       help="environment variable holding the API key")
+  teacher.add_argument("--samples", type=int, default=1, help="CoTs per question (n)")
+  teacher.add_argument("--temperature", type=float, default=None,
+                       help="default 0 for one sample, 0.7 for several")
+  teacher.add_argument("--top-p", type=float, default=1.0)
+  teacher.add_argument("--max-tokens", type=int, default=256)
+  teacher.add_argument("--answer-max-tokens", type=int, default=32,
+                       help="zero-shot stage-2 budget")
+  teacher.add_argument("--stop", action="append", default=None,
+                       help="stop sequence (repeatable); default: the template's")
+  teacher.add_argument("--separate-requests", action="store_true",
+                       help="n requests of n=1 (for servers without the n parameter)")
+  prompt = parser.add_argument_group("prompt")
+  prompt.add_argument("--prompt-mode", default="hinted", choices=["hinted", "few_shot", "zero_shot"])
+  prompt.add_argument("--style", default="completion", choices=["completion", "chat"])
+  prompt.add_argument("--exemplars", default=None,
+                      help="exemplar file (ours or few_shot_cot_prompts.json format)")
+  prompt.add_argument("--shots", type=int, default=None, help="use the first K exemplars")
+  run = parser.add_argument_group("execution (may change on resume)")
+  run.add_argument("--out", help="run directory")
+  run.add_argument("--resume", metavar="DIR", help="resume the run in DIR with its config")
+  run.add_argument("--concurrency", type=int, default=None, help="requests in flight (16)")
+  run.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
+  run.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
+  run.add_argument("--timeout", type=float, default=None, help="seconds per attempt (120)")
+  run.add_argument("--max-attempts", type=int, default=None, help="attempts per request (6)")
+  run.add_argument("--cache-dir", default=None)
+  run.add_argument("--no-cache", action="store_true")
+  run.add_argument("--no-progress", action="store_true")
+  imports = parser.add_argument_group("import existing teacher outputs instead")
+  imports.add_argument("--from-log", help="a Kojima et al. zero-shot-CoT log")
+  imports.add_argument("--from-jsonl", help="a JSONL of generated CoTs")
+  imports.add_argument("--question-field", default="question")
+  imports.add_argument("--rationale-field", default="rationale")
+  imports.add_argument("--answer-field", default="answer", help="gold answer (without --dataset)")
+  imports.add_argument("--predicted-field", default=None,
+                       help="teacher's final answer, if the rationale lacks one")
+  imports.add_argument("--answer-type", default=None,
+                       help="number, yes_no, multiple_choice, ... (without --dataset)")
+  imports.add_argument("--teacher-model", default="unknown", help="recorded teacher name")
+  parser.set_defaults(func=run_command)
+
+
+def _execution_options(args, runner):
+  defaults = runner.ExecutionOptions()
+  return runner.ExecutionOptions(
+      concurrency=args.concurrency or defaults.concurrency,
+      requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
+      request_timeout_s=args.timeout or defaults.request_timeout_s,
+      max_attempts=args.max_attempts or defaults.max_attempts,
+      cache_dir=args.cache_dir, use_cache=not args.no_cache,
+      progress=not args.no_progress)
+
+
+def _config_from_args(args, runner):
+  missing = [flag for flag, value in (("--dataset", args.dataset), ("--teacher-url", args.teacher_url),
+                                      ("--model", args.model), ("--out", args.out)) if not value]
+  if missing:
+    raise SystemExit(f"error: annotate needs {', '.join(missing)} (or --resume DIR)")
+  temperature = args.temperature
+  if temperature is None:
+    temperature = 0.0 if args.samples == 1 else 0.7
+  return runner.AnnotationConfig(
+      dataset=args.dataset, split=args.split, teacher_url=args.teacher_url, model=args.model,
+      prompt_mode=args.prompt_mode, style=args.style, samples=args.samples,
+      temperature=temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
+      stop=tuple(args.stop) if args.stop else None, answer_max_tokens=args.answer_max_tokens,
+      separate_requests=args.separate_requests, exemplars_path=args.exemplars,
+      shots=args.shots, api_key_env=args.api_key_env, data_dir=args.data_dir,
+      examples_path=args.examples, generate_n=args.generate_n, generate_steps=args.steps,
+      generate_seed=args.seed if args.generate_n is not None else None, limit=args.limit)
+
+
+def _import(args) -> dict:
+  from cot_distill.teacher import importers  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import runner  # pylint: disable=g-import-not-at-top
+  if not args.out:
+    raise SystemExit("error: imports need --out DIR")
+  if args.from_log:
+    return importers.import_kojima_log(args.from_log, args.out, data_dir=args.data_dir)
+  examples = None
+  if args.dataset:
+    config = runner.AnnotationConfig(dataset=args.dataset, split=args.split, teacher_url="",
+                                     model="", data_dir=args.data_dir,
+                                     examples_path=args.examples)
+    examples = runner.load_examples(config)
+  return importers.import_jsonl(
+      args.from_jsonl, args.out, question_field=args.question_field,
+      rationale_field=args.rationale_field, answer_field=args.answer_field,
+      predicted_field=args.predicted_field, examples=examples,
+      dataset=args.dataset or "jsonl", split=args.split, answer_type=args.answer_type,
+      teacher_model=args.teacher_model)
+
+
+def run_command(args) -> int:
+  from cot_distill.data.errors import DataFormatError, MissingDataError  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import exemplars  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import records  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import runner  # pylint: disable=g-import-not-at-top
+  try:
+    if args.from_log or args.from_jsonl:
+      manifest = _import(args)
+    elif args.resume:
+      previous = records.read_manifest(args.resume)
+      if previous is None or previous.get("kind") != "annotation":
+        print(f"error: {args.resume} holds no annotation run (no manifest.json)", file=sys.stderr)
+        return 2
+      config = runner.AnnotationConfig.from_dict(previous["config"])
+      manifest = runner.annotate(config, args.resume, _execution_options(args, runner))
+    else:
+      config = _config_from_args(args, runner)
+      manifest = runner.annotate(config, args.out, _execution_options(args, runner))
+  except (runner.ConfigMismatchError, exemplars.ExemplarFileError, records.RunDirectoryError,
+          DataFormatError, MissingDataError, FileNotFoundError, ValueError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  counts = manifest["counts"]
+  print(json.dumps({"status": manifest["status"], "questions": counts["questions"],
+                    "samples": counts["samples"], "kept": counts["kept"],
+                    "dropped": counts["dropped"], "tokens": manifest.get("tokens"),
+                    "requests": manifest.get("requests")}))
+  return 0
