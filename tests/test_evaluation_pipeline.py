@@ -160,30 +160,75 @@ def test_multitask_inputs_carry_the_label_prefix():
   assert evaluator.model_inputs([example], "multitask")[0].startswith("[label] Which?")
 
 
-@pytest.mark.slow
-def test_evaluator_on_the_t5x_tiny_checkpoint_matches_a_hand_check(
-    tmp_path, t5x_tiny_dir):
-  """Real decoding of a trained checkpoint; scores checked by hand.
-
-  The fixture's task is synthetic arithmetic whose targets end in "The
-  answer is N."; T5X's own `t5x.infer` output for the same inputs is in the
-  fixture, so the generated texts must equal it.
-  """
+def _arith_examples_file(t5x_tiny_dir, path, count):
+  """The fixture's synthetic arithmetic validation rows as Example records."""
   rows = [json.loads(line) for line in
-          (t5x_tiny_dir / "validation.jsonl").read_text().splitlines()][:16]
-  examples_file = tmp_path / "arith.jsonl"
-  with open(examples_file, "w") as handle:
+          (t5x_tiny_dir / "validation.jsonl").read_text().splitlines()][:count]
+  with open(path, "w") as handle:
     for index, row in enumerate(rows):
       gold = re.search(r"The answer is (\d+)\.", row["targets"]).group(1)
       handle.write(json.dumps(Example(
           id=f"arith/validation/{index}", dataset="arith", split="validation",
           question=row["inputs"], answer=gold,
           answer_type=AnswerType.NUMBER).to_dict()) + "\n")
+  return path
+
+
+def _trainer_model_dir(t5x_tiny_dir, model_dir):
+  """The fixture's trained T5X parameters saved as a `cot-distill train`
+  MODEL_DIR (orbax checkpoint_1000 + model_config.json)."""
+  import jax
+  import jax.numpy as jnp
+  from cot_distill.model import param_tree
+  from cot_distill.model import t5x_checkpoints
+  from cot_distill.model.config import T5Config
+  from cot_distill.train import checkpoints
+  from cot_distill.train.data import DataPosition
+  from cot_distill.train.state import TrainState
+
+  fixture_config = json.loads((t5x_tiny_dir / "model_config.json").read_text())
+  config = T5Config.from_dict(fixture_config["t5config"])
+  params = param_tree.check_and_unflatten(
+      t5x_checkpoints.read_t5x_params(
+          str(t5x_tiny_dir / "checkpoint_orbax" / "checkpoint_1000")),
+      config, source="fixture")
+  lengths = {"inputs": 64, "targets": 64}
+  checkpointer = checkpoints.TrainCheckpointer(
+      str(model_dir), checkpoints.CheckpointConfig(async_save=False))
+  checkpointer.save(
+      TrainState(step=jnp.asarray(1000, jnp.int32),
+                 params=jax.tree.map(jnp.asarray, params),
+                 opt_state={"count": jnp.zeros((), jnp.int32)},
+                 rng=jax.random.PRNGKey(0)),
+      DataPosition(mixture_or_task_name="arith.cot", task_feature_lengths=lengths,
+                   batch_size=8, seed=0, pack=True, steps_consumed=1000))
+  checkpointer.wait()
+  checkpointer.close()
+  checkpoints.write_model_config(
+      str(model_dir), config=config,
+      vocabulary={"spm_path": str(t5x_tiny_dir / "spm256.model"), "extra_ids": 0},
+      mixture_or_task_name="arith.cot", task_feature_lengths=lengths)
+  return model_dir
+
+
+@pytest.mark.slow
+def test_evaluator_on_a_tiny_trained_checkpoint_matches_a_hand_check(
+    tmp_path, t5x_tiny_dir):
+  """Real decoding of a trained checkpoint in the trainer's format.
+
+  The parameters are the T5X fixture's (trained 1000 steps on synthetic
+  arithmetic whose targets end in "The answer is N."), so the generated
+  texts must equal T5X's own `t5x.infer` output kept in the fixture; the
+  scores must equal a hand check of the saved predictions.
+  """
+  model_dir = _trainer_model_dir(t5x_tiny_dir, tmp_path / "model")
+  examples_file = _arith_examples_file(t5x_tiny_dir, tmp_path / "arith.jsonl", 16)
+  # Format, vocabulary and lengths all come from model_config.json.
   summary = evaluator.evaluate(
-      checkpoint=str(t5x_tiny_dir / "checkpoint_orbax" / "checkpoint_1000"),
-      tasks=[f"arith={examples_file}"], out_dir=str(tmp_path / "out"),
-      batch_size=8, target_format="cot", max_input_length=64,
-      max_decode_length=64, calculator=True)
+      checkpoint=str(model_dir), tasks=[f"arith={examples_file}"],
+      out_dir=str(tmp_path / "out"), batch_size=8, calculator=True)
+  assert summary["target_format"] == "cot"
+  assert summary["steps"] == {str(model_dir): 1000}
   records = predictions_lib.read_predictions(
       tmp_path / "out" / "arith" / "predictions.jsonl")
   t5x = [json.loads(line)["prediction"] for line in
@@ -203,8 +248,8 @@ def test_evaluator_on_the_t5x_tiny_checkpoint_matches_a_hand_check(
   task = summary["tasks"]["arith"]
   assert task["accuracy"]["correct"] == sum(hand)
   assert task["accuracy"]["total"] == 16
-  assert all(r["num_tokens"] > 0 for r in records)
-  # The calculator recomputes "44 + 34 = 55" and carries the value on.
+  assert task["mean_generated_tokens"] == pytest.approx(
+      sum(r["num_tokens"] for r in records) / 16)
   hand_calculator = [by_hand(r["calculator_text"], r["gold"]) for r in records]
   assert task["calculator"]["accuracy"]["correct"] == sum(hand_calculator)
   assert summary["model"]["vocab_size"] == 256

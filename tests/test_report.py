@@ -95,7 +95,19 @@ def _annotation_run(root: pathlib.Path) -> pathlib.Path:
   (run / "dropped.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dropped))
   (run / "manifest.json").write_text(json.dumps({
       "status": "complete", "dataset": {"name": "coin_flip_gen", "split": "train"},
-      "teacher": {"model": "local-synthetic"}}))
+      "teacher": {"model": "local-synthetic"},
+      "prompt": {"template_id": "cot-hinted-completion", "hinted": True},
+      "tokens": {"prompt_tokens": 5000, "completion_tokens": 700}}))
+  # A run known only by its manifest (records moved away): counts as the
+  # teacher runner writes them.
+  imported = root / "import_gsm8k"
+  imported.mkdir()
+  (imported / "manifest.json").write_text(json.dumps({
+      "kind": "import", "status": "complete",
+      "dataset": {"name": "gsm8k", "split": "train"},
+      "teacher": {"model": "text-davinci-002"},
+      "counts": {"questions": 5, "questions_done": 5, "samples": 10, "kept": 6,
+                 "dropped": {"wrong_answer": 3, "truncated": 1, "empty": 0}}}))
   return run
 
 
@@ -129,7 +141,7 @@ def test_run_kinds_are_detected_by_their_files(run_root):
   assert found == {
       "eval_cot-student": "evaluation", "eval_answer-only": "evaluation",
       "eval_cot-student-sc": "evaluation", "annotate_coin": "annotation",
-      "train_cot": "training",
+      "import_gsm8k": "annotation", "train_cot": "training",
       # The evaluated models' directories hold model_config.json too.
       "model_cot-student": "training", "model_answer-only": "training",
       "model_cot-student-sc": "training"}
@@ -144,9 +156,12 @@ def test_report_markdown_holds_the_numbers_and_valid_images(run_root, tmp_path):
   assert "45.0% [25.8, 65.8]" in markdown
   # Paired difference cot - answer-only = +30 points (the better one first).
   assert "| coin_flip | cot-student | answer-only | 20 | +30.0 pts" in markdown
-  # Filter survival: 8 kept of 11 chains.
-  assert "72.7%" in markdown
-  assert "| 8 |" in markdown
+  # Filter survival: 8 kept of 11 chains (counted from the record files),
+  # 6 of 10 from the manifest's counts alone.
+  assert ("| coin_flip_gen/train (local-synthetic) | complete | "
+          "cot-hinted-completion (hinted) | 11 | 8 | 72.7% |") in markdown
+  assert "| gsm8k/train (text-davinci-002) | complete | n/a | 10 | 6 | 60.0% |" in markdown
+  assert "| 8/10 | 700 |" in markdown
   # Training table: first and last loss.
   assert "5.0000 → 0.4104" in markdown
   # Self-consistency table and example predictions are inline.

@@ -304,16 +304,21 @@ def _leakage_section(evaluations: Sequence[Run],
       rows.append([run.label, check.get("evaluated", ""),
                    check.get("against", ""), check.get("overlap", "n/a"),
                    check.get("verdict", "")])
+  notes = [f"- {run.label}: training task not checked: "
+           f"{run.data['training_task_unchecked']}"
+           for run in evaluations if run.data.get("training_task_unchecked")]
   report["leakage"] = rows
-  if not rows:
+  report["leakage_unchecked"] = notes
+  if not rows and not notes:
     return []
   return (["## Held-out data and leakage", "",
            "Overlap of normalised question text between each evaluated split "
            "and the data the model was trained on (the data package's "
            "leakage check). A non-zero overlap means the score is not a "
            "held-out score.", ""]
-          + _table(["model", "evaluated", "against", "overlapping questions",
-                    "verdict"], rows))
+          + (_table(["model", "evaluated", "against", "overlapping questions",
+                     "verdict"], rows) if rows else [])
+          + (notes + [""] if notes else []))
 
 
 def _quote(text: str | None) -> str:
@@ -362,11 +367,19 @@ def _annotation_section(annotations: Sequence[Run], out_dir: pathlib.Path,
   rows = []
   for run in annotations:
     coverage = run.data.get("coverage") or {}
-    rows.append([run.label, run.data.get("status") or "", run.data["generated"],
-                 run.data["kept"], _percent(run.data["survival"])]
+    prompt = run.data.get("prompt") or {}
+    prompt_text = str(prompt.get("template_id") or "")
+    if prompt.get("hinted") is not None:
+      prompt_text += " (hinted)" if prompt["hinted"] else " (unhinted)"
+    tokens = run.data.get("tokens") or {}
+    rows.append([run.label, run.data.get("status") or "", prompt_text or "n/a",
+                 run.data["generated"], run.data["kept"],
+                 _percent(run.data["survival"])]
                 + [run.data["outcomes"].get(r, 0) for r in reasons]
                 + [f"{coverage['questions_with_kept_cot']}/{coverage['questions']}"
-                   if coverage else "n/a"])
+                   if coverage else "n/a",
+                   tokens.get("completion_tokens", "n/a")
+                   if isinstance(tokens, dict) else "n/a"])
   lines = ["## Teacher annotation: filter survival", "",
            "Each teacher chain of thought is kept only if the shared judge "
            "finds the gold answer in it; the others are dropped with a "
@@ -378,9 +391,9 @@ def _annotation_section(annotations: Sequence[Run], out_dir: pathlib.Path,
          for run in annotations], out_dir / "filter_survival.png")
     report["plots"].append("filter_survival.png")
     lines += ["![Filter survival](filter_survival.png)", ""]
-  lines += _table(["run", "status", "chains", "kept", "survival"]
+  lines += _table(["run", "status", "prompt", "chains", "kept", "survival"]
                   + [f"dropped: {r}" for r in reasons]
-                  + ["questions covered"], rows)
+                  + ["questions covered", "completion tokens"], rows)
   return lines
 
 

@@ -30,7 +30,7 @@ MAX_SEARCH_DEPTH = 3
 _SKIPPED_PREFIXES = ("checkpoint", "tensorboard", ".", "__")
 # Keys of manifest count tables that are totals, not outcomes.
 _TOTAL_KEYS = ("total", "generated", "requested", "dropped", "questions",
-               "examples", "samples")
+               "questions_done", "examples", "samples")
 
 
 @dataclasses.dataclass
@@ -201,6 +201,7 @@ def load_annotation(directory: pathlib.Path) -> Run:
       "coverage": _question_coverage(directory),
       "tokens": manifest.get("tokens") or manifest.get("token_totals")
                 or manifest.get("usage"),
+      "prompt": manifest.get("prompt") or {},
       "manifest": manifest,
   }
   label = f"{dataset_name or directory.name}"
