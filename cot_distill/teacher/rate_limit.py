@@ -44,7 +44,7 @@ class TokenBucket:
       needed = min(amount, self.capacity)
       while True:
         self._refill()
-        if self._level >= needed:
+        if self._level >= needed - 1e-9:  # Float residue must not cost a sleep.
           self._level -= amount
           return
         await asyncio.sleep((needed - self._level) / self.rate_per_second)

@@ -107,12 +107,15 @@ class TeacherServer:
     self.in_flight = 0
     self.max_in_flight = 0
     self._fault_rng = random.Random(f"faults|{seed}")
+    self._connections: set[asyncio.Task] = set()
 
   # -------------------------------------------------------------------------
   # HTTP.
 
   async def handle_connection(self, reader: asyncio.StreamReader,
                               writer: asyncio.StreamWriter) -> None:
+    task = asyncio.current_task()
+    self._connections.add(task)
     try:
       while True:
         try:
@@ -145,7 +148,15 @@ class TeacherServer:
     except (ConnectionError, asyncio.IncompleteReadError):
       return
     finally:
+      self._connections.discard(task)
       writer.close()
+
+  async def close_connections(self) -> None:
+    """Ends every open connection (the listener is closed separately)."""
+    tasks = list(self._connections)
+    for task in tasks:
+      task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
   async def _dispatch(self, method: str, path: str, headers: dict[str, str],
                       body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -286,11 +297,17 @@ async def serve_forever(server: TeacherServer, host: str, port: int,
   bound_port = listener.sockets[0].getsockname()[1]
   if started is not None:
     started.set_result(bound_port)
-  async with listener:
+  try:
     if stop_event is None:
       await listener.serve_forever()
     else:
       await stop_event.wait()
+  finally:
+    # Idle keep-alive connections first: from Python 3.12 on, wait_closed()
+    # waits for every connection to end.
+    listener.close()
+    await server.close_connections()
+    await listener.wait_closed()
 
 
 class LocalTeacher:
