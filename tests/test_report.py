@@ -117,11 +117,17 @@ def _training_run(root: pathlib.Path) -> pathlib.Path:
   (run / "model_config.json").write_text(json.dumps({
       "model": {"emb_dim": 64, "num_encoder_layers": 2, "num_decoder_layers": 2},
       "task": "demo.coin.cot"}))
+  # As the trainer writes it: appended, so a resume after step 60 repeats
+  # steps 70..; the later records win. Eval metrics every 50 steps.
   with open(run / "metrics.jsonl", "w") as handle:
-    for step in range(0, 101, 10):
-      handle.write(json.dumps({"step": step, "loss": 5.0 * math.exp(-step / 40),
-                               "accuracy": 1 - 0.9 * math.exp(-step / 30),
-                               "learning_rate": 0.01}) + "\n")
+    for step in list(range(0, 81, 10)) + list(range(70, 101, 10)):
+      handle.write(json.dumps({
+          "step": step, "train/loss": 5.0 * math.exp(-step / 40),
+          "train/accuracy": 1 - 0.9 * math.exp(-step / 30),
+          "train/learning_rate": 0.01, "train/grad_norm": "nan"}) + "\n")
+      if step % 50 == 0:
+        handle.write(json.dumps({"step": step,
+                                 "eval/coin.eval/accuracy": step / 100}) + "\n")
   return run
 
 
@@ -162,8 +168,9 @@ def test_report_markdown_holds_the_numbers_and_valid_images(run_root, tmp_path):
           "cot-hinted-completion (hinted) | 11 | 8 | 72.7% |") in markdown
   assert "| gsm8k/train (text-davinci-002) | complete | n/a | 10 | 6 | 60.0% |" in markdown
   assert "| 8/10 | 700 |" in markdown
-  # Training table: first and last loss.
-  assert "5.0000 → 0.4104" in markdown
+  # Training table: first and last loss and accuracies.
+  assert ("| train_cot (demo.coin.cot) | 2+2 layers, d=64 | 100 | 5.0000 → 0.4104 "
+          "| 0.1000 → 0.9679 | 0.0000 → 1.0000 |") in markdown
   # Self-consistency table and example predictions are inline.
   assert "## Self-consistency" in markdown
   assert "k=5" in markdown
@@ -206,3 +213,14 @@ def test_report_rejects_a_directory_without_runs(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="no run found"):
     report_lib.build_report([tmp_path / "empty"], tmp_path / "out")
+
+
+def test_training_metrics_keep_the_last_record_per_step(run_root):
+  run = runs_lib.load_training(run_root / "train_cot")
+  steps, values = run.data["series"]["train/loss"]
+  assert steps == list(range(0, 101, 10))
+  assert values[-1] == pytest.approx(5.0 * math.exp(-100 / 40))
+  # Non-finite values are written as strings ("nan") and are not plotted.
+  assert "train/grad_norm" not in run.data["series"]
+  assert run.data["series"]["eval/coin.eval/accuracy"] == ([0, 50, 100],
+                                                          [0.0, 0.5, 1.0])

@@ -266,6 +266,93 @@ def _default_label(checkpoint: str, target_format: str,
   return label
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """What an evaluation will decode, resolved before any model is loaded."""
+
+  specs: tuple[Any, ...]  # task_selection.TaskSpec
+  checkpoint_of: dict[str, str]  # task name -> checkpoint path
+  descriptions: dict[str, Any]  # path -> CheckpointDescription | None
+  training_task: str | None
+  target_format: str
+
+  @property
+  def model_config(self) -> dict[str, Any]:
+    description = next((d for d in self.descriptions.values() if d), None)
+    return description.model_config if description else {}
+
+
+def _plan(checkpoint: str, tasks: Sequence[str], split: str | None,
+          target_format: str | None) -> _Plan:
+  from cot_distill.evaluation import cross_validation  # pylint: disable=g-import-not-at-top
+  from cot_distill.evaluation import task_selection  # pylint: disable=g-import-not-at-top
+  specs = task_selection.resolve(
+      list(tasks), split=split,
+      cross_validation=cross_validation.is_template(checkpoint))
+  checkpoint_of = {
+      spec.name: (cross_validation.fold_checkpoint(checkpoint, spec.fold)
+                  if spec.fold is not None else checkpoint) for spec in specs}
+  descriptions = {path: _describe(path) for path in set(checkpoint_of.values())}
+  known = [d for d in descriptions.values() if d]
+  training_task = known[0].training_task if known else None
+  target_format = target_format or infer_target_format(training_task)
+  if target_format not in TARGET_FORMATS:
+    raise ValueError(
+        f"cannot tell the checkpoint's target format from its training task "
+        f"{training_task!r}; pass --target-format ({', '.join(TARGET_FORMATS)})")
+  return _Plan(tuple(specs), checkpoint_of, descriptions, training_task,
+               target_format)
+
+
+def _run_tasks(plan: _Plan, out: pathlib.Path, *, scorer: Scorer,
+               predictor_factory: PredictorFactory, decode: DecodeSettings,
+               batch_size: int, data_dir: str | None, limit: int | None):
+  """Evaluate every planned task; returns (task summaries, evaluated)."""
+  task_summaries: dict[str, dict[str, Any]] = {}
+  evaluated: dict[str, tuple[Any, Sequence[Example]]] = {}
+  predictors: dict[str, Predictor] = {}
+  for spec in plan.specs:
+    examples = spec.load(data_dir, limit)
+    from_file = spec.examples_file is not None
+    task = EvaluationTask(
+        name=spec.name, examples=tuple(examples),
+        inputs=tuple(model_inputs(examples, plan.target_format)),
+        dataset=examples[0].dataset if from_file else spec.dataset,
+        split=examples[0].split if from_file else spec.split, fold=spec.fold)
+    evaluated[spec.name] = (spec, examples)
+    path = plan.checkpoint_of[spec.name]
+    description = plan.descriptions[path]
+    settings = {"checkpoint": str(pathlib.Path(path).resolve()),
+                "step": description.resolved_step if description else None,
+                "target_format": plan.target_format,
+                "decode": decode.to_dict(), "batch_size": batch_size}
+    if path not in predictors:
+      predictors.clear()  # one model in memory at a time (CV folds)
+      predictors[path] = _LazyPredictor(
+          lambda path=path: predictor_factory(path, decode, batch_size),
+          decode.num_samples)
+    summary = evaluate_task(task, predictors[path], scorer, out / spec.name,
+                            batch_size=batch_size, settings=settings)
+    summary["predictions"] = f"{spec.name}/{predictions_lib.PREDICTIONS_FILE}"
+    task_summaries[spec.name] = summary
+  return task_summaries, evaluated
+
+
+def _leakage(evaluated, train_data: Sequence[str], training_task: str | None,
+             data_dir: str | None) -> dict[str, Any]:
+  """The leakage entries and what training data they covered."""
+  from cot_distill.evaluation import held_out  # pylint: disable=g-import-not-at-top
+  training = held_out.examples_from_paths(train_data)
+  from_task, unchecked = held_out.examples_from_training_task(training_task)
+  training.update(from_task)
+  if unchecked and not train_data:
+    logging.warning("leakage check: %s; pass --train-data to check the "
+                    "training examples", unchecked)
+  return {"leakage": held_out.check(evaluated, training, data_dir=data_dir),
+          "training_data_checked": sorted(name for _, name in training),
+          "training_task_unchecked": unchecked}
+
+
 @gin.configurable(denylist=["predictor_factory", "scorer"])
 def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
              split: str | None = None, limit: int | None = None,
@@ -288,6 +375,7 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
     out_dir: gets <task>/predictions.jsonl and summary.json.
     split: split for every registry task without an explicit one.
     limit: first N examples per task (quick checks; the summary says so).
+    batch_size: examples decoded together (the last batch is padded).
     decode_method, num_samples, temperature, top_k, top_p, seed: decoding;
       num_samples > 1 (with "sample") adds self-consistency voting.
     max_input_length, max_decode_length: default to the training task's
@@ -295,6 +383,7 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
     calculator: also score every output after the calculator pass.
     target_format: cot / answer_only / multitask; default from the
       training task name in model_config.json.
+    data_dir: benchmark files (see cot_distill.data.registry).
     train_data: annotation run dirs or JSONL files the model trained on, for
       the leakage check (the registry's training split is always checked).
     label: the model's name in reports.
@@ -304,87 +393,37 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
     The summary (also written to OUT_DIR/summary.json).
   """
   from cot_distill.evaluation import cross_validation  # pylint: disable=g-import-not-at-top
-  from cot_distill.evaluation import held_out  # pylint: disable=g-import-not-at-top
-  from cot_distill.evaluation import task_selection  # pylint: disable=g-import-not-at-top
   decode = DecodeSettings(method=decode_method, num_samples=num_samples,
                           temperature=temperature, top_k=top_k, top_p=top_p,
                           seed=seed, max_input_length=max_input_length,
                           max_decode_length=max_decode_length)
-  is_cross_validation = cross_validation.is_template(checkpoint)
-  specs = task_selection.resolve(list(tasks), split=split,
-                                 cross_validation=is_cross_validation)
-  checkpoint_of = {spec.name: (cross_validation.fold_checkpoint(checkpoint, spec.fold)
-                               if spec.fold is not None else checkpoint)
-                   for spec in specs}
-  descriptions = {path: _describe(path) for path in set(checkpoint_of.values())}
-  any_description = next((d for d in descriptions.values() if d), None)
-  training_task = any_description.training_task if any_description else None
-  target_format = target_format or infer_target_format(training_task)
-  if target_format not in TARGET_FORMATS:
-    raise ValueError(
-        f"cannot tell the checkpoint's target format from its training task "
-        f"{training_task!r}; pass --target-format ({', '.join(TARGET_FORMATS)})")
-  scorer = scorer or default_scorer(calculator=calculator,
-                                    num_samples=num_samples)
-  predictor_factory = predictor_factory or _checkpoint_predictor
+  plan = _plan(checkpoint, tasks, split, target_format)
   out = pathlib.Path(out_dir)
-  task_summaries: dict[str, dict[str, Any]] = {}
-  evaluated: dict[str, tuple[Any, Sequence[Example]]] = {}
-  predictors: dict[str, Predictor] = {}
-  for spec in specs:
-    examples = spec.load(data_dir, limit)
-    task = EvaluationTask(
-        name=spec.name, examples=tuple(examples),
-        inputs=tuple(model_inputs(examples, target_format)),
-        dataset=examples[0].dataset if spec.examples_file else spec.dataset,
-        split=examples[0].split if spec.examples_file else spec.split,
-        fold=spec.fold)
-    evaluated[spec.name] = (spec, examples)
-    path = checkpoint_of[spec.name]
-    description = descriptions[path]
-    settings = {"checkpoint": str(pathlib.Path(path).resolve()),
-                "step": description.resolved_step if description else None,
-                "target_format": target_format, "decode": decode.to_dict(),
-                "batch_size": batch_size}
-    if path not in predictors:
-      predictors.clear()  # one model in memory at a time (CV folds)
-      predictors[path] = _LazyPredictor(
-          lambda path=path: predictor_factory(path, decode, batch_size),
-          decode.num_samples)
-    task_summaries[spec.name] = evaluate_task(
-        task, predictors[path], scorer, out / spec.name,
-        batch_size=batch_size, settings=settings)
-    task_summaries[spec.name]["predictions"] = (
-        f"{spec.name}/{predictions_lib.PREDICTIONS_FILE}")
-  training = held_out.examples_from_paths(train_data)
-  training_from_task, unchecked = held_out.examples_from_training_task(
-      training_task)
-  training.update(training_from_task)
-  if unchecked:
-    logging.warning("leakage check: %s; pass --train-data to check the "
-                    "training examples", unchecked)
+  task_summaries, evaluated = _run_tasks(
+      plan, out, decode=decode, batch_size=batch_size, data_dir=data_dir,
+      limit=limit,
+      scorer=scorer or default_scorer(calculator=calculator,
+                                      num_samples=num_samples),
+      predictor_factory=predictor_factory or _checkpoint_predictor)
   summary = {
       "kind": "evaluation",
-      "label": label or _default_label(checkpoint, target_format, decode),
+      "label": label or _default_label(checkpoint, plan.target_format, decode),
       "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       "checkpoint": str(checkpoint),
-      "checkpoints": {name: path for name, path in checkpoint_of.items()},
+      "checkpoints": dict(plan.checkpoint_of),
       "steps": {path: (d.resolved_step if d else None)
-                for path, d in descriptions.items()},
-      "model": (any_description.model_config.get("model")
-                or any_description.model_config.get("t5config")
-                if any_description else None),
-      "training_task": training_task,
-      "target_format": target_format,
+                for path, d in plan.descriptions.items()},
+      "model": (plan.model_config.get("model")
+                or plan.model_config.get("t5config")),
+      "training_task": plan.training_task,
+      "target_format": plan.target_format,
       "decode": {**decode.to_dict(), "batch_size": batch_size},
       "calculator": bool(calculator),
       "limit": limit,
       "tasks": task_summaries,
       "cross_validation": cross_validation.aggregate(task_summaries),
-      "leakage": held_out.check(evaluated, training, data_dir=data_dir),
-      "training_data_checked": sorted(name for _, name in training),
-      "training_task_unchecked": unchecked,
+      **_leakage(evaluated, train_data, plan.training_task, data_dir),
   }
   predictions_lib.write_json_atomic(out / SUMMARY_FILE, summary)
   return summary

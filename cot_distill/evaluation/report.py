@@ -29,9 +29,13 @@ from cot_distill.evaluation.runs import Run
 MAX_RUNS_FOR_ALL_PAIRS = 4
 NUM_SAMPLE_PREDICTIONS = 3
 SAMPLE_TEXT_CHARACTERS = 400
-# Training metrics plotted when present, in this order (first two found).
-PREFERRED_TRAINING_METRICS = ("loss", "train/loss", "accuracy", "train/accuracy",
-                              "cross_ent_loss", "eval/accuracy")
+# Training metrics plotted, one panel per group: the first name of each
+# group that any run logged (the trainer writes "train/..." and
+# "eval/<task>/<metric>"; bare names are accepted for other writers).
+TRAINING_METRIC_GROUPS = (
+    ("train/loss_per_token", "train/loss", "loss"),
+    ("train/accuracy", "accuracy"),
+)
 
 
 def _percent(value: float | None, digits: int = 1) -> str:
@@ -398,11 +402,17 @@ def _annotation_section(annotations: Sequence[Run], out_dir: pathlib.Path,
 
 
 def _training_metric_names(trainings: Sequence[Run]) -> list[str]:
+  """Loss, token accuracy and the first eval-task accuracy, when logged."""
   available = {m for run in trainings for m in run.data["series"]}
-  chosen = [m for m in PREFERRED_TRAINING_METRICS if m in available]
-  chosen = [m for i, m in enumerate(chosen)
-            if m.split("/")[-1] not in [c.split("/")[-1] for c in chosen[:i]]]
-  return chosen[:2] or sorted(available)[:2]
+  chosen = []
+  for group in TRAINING_METRIC_GROUPS:
+    found = next((m for m in group if m in available), None)
+    if found:
+      chosen.append(found)
+  evaluations = sorted(m for m in available
+                       if m.startswith("eval/") and m.endswith("/accuracy"))
+  chosen += evaluations[:1]
+  return chosen or sorted(available)[:2]
 
 
 def _training_section(trainings: Sequence[Run], out_dir: pathlib.Path,

@@ -214,8 +214,12 @@ def load_annotation(directory: pathlib.Path) -> Run:
 
 def _metric_series(records: list[dict[str, Any]]
                    ) -> dict[str, tuple[list[float], list[float]]]:
-  """{metric: (steps, values)} for every numeric field but the step."""
-  series: dict[str, tuple[list[float], list[float]]] = {}
+  """{metric: (steps, values)} for every numeric field but the step.
+
+  The trainer appends, so after a resume the steps after the restored
+  checkpoint appear twice; the later record wins, as in TensorBoard.
+  """
+  by_metric: dict[str, dict[float, float]] = {}
   for record in records:
     step = record.get("step")
     if not isinstance(step, (int, float)):
@@ -227,10 +231,9 @@ def _metric_series(records: list[dict[str, Any]]
       if name == "step" or isinstance(value, bool):
         continue
       if isinstance(value, (int, float)) and math.isfinite(value):
-        steps, values = series.setdefault(prefix + name, ([], []))
-        steps.append(step)
-        values.append(float(value))
-  return series
+        by_metric.setdefault(prefix + name, {})[step] = float(value)
+  return {name: (sorted(points), [points[s] for s in sorted(points)])
+          for name, points in by_metric.items()}
 
 
 def load_training(directory: pathlib.Path) -> Run:
