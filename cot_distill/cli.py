@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       level=logging.DEBUG if args.verbose else logging.INFO,
       format="%(asctime)s %(levelname)s %(name)s: %(message)s",
       datefmt="%H:%M:%S")
+  if not args.verbose:
+    # Orbax and TensorFlow log every checkpoint operation through absl at INFO.
+    logging.getLogger("absl").setLevel(logging.WARNING)
   try:
     return int(args.func(args) or 0)
   except KeyboardInterrupt:
