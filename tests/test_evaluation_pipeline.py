@@ -149,6 +149,15 @@ def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir):
   assert [e["against"] for e in fold_checks] == ["mawps/fold2_train"]
   assert fold_checks[0]["verdict"] == "ok"
 
+  # The report shows the CV mean as one row and the folds in their own table.
+  from cot_distill.evaluation import report as report_lib
+  report_lib.build_report([tmp_path / "out"], tmp_path / "report")
+  markdown = (tmp_path / "report" / "report.md").read_text()
+  assert "| mawps (5-fold CV) |" in markdown
+  assert "## Cross-validation" in markdown
+  assert "50.0%, 50.0%, 50.0%, 50.0%, 50.0% | 50.0% ± 0.0 | 50.0% [29.9, 70.1]" in markdown
+  assert "| mawps/fold2 | mawps/fold2_train | 0 | ok |" in markdown
+
 
 def test_multitask_inputs_carry_the_label_prefix():
   example = Example(id="x/test/0", dataset="x", split="test",

@@ -279,6 +279,10 @@ def _self_consistency_section(evaluations: Sequence[Run],
       if curve:
         curves.append({"label": f"{name}: {run.label}", **curve,
                        "sample_accuracy": task.get("sample_accuracy")})
+      calculator_curve = (task.get("calculator") or {}).get("self_consistency")
+      if calculator_curve:
+        curves.append({"label": f"{name}: {run.label} + calculator",
+                       **calculator_curve, "sample_accuracy": None})
   report["self_consistency"] = curves
   if not curves:
     return []
