@@ -151,7 +151,9 @@ def beam_search(tokens_to_logits: TokensToLogits, state: Any, *, batch_size: int
     top_tokens = jnp.take_along_axis(live_tokens, top_beams[..., None], axis=1)
     top_tokens = jax.lax.dynamic_update_slice(
         top_tokens, top_ids[..., None], (0, 0, step))
-    is_eos = top_ids == eos_id
+    # Candidates grown from the placeholder beams (initial score NEG_INF) are
+    # not real hypotheses; they must never count as finished.
+    is_eos = (top_ids == eos_id) & (top_scores > NEG_INF / 2)
 
     # Live: best beam_size candidates that did not just end.
     live_scores = jnp.where(is_eos, NEG_INF, top_scores)

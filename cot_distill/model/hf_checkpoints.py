@@ -62,6 +62,18 @@ def config_to_hf(config: T5Config) -> dict[str, Any]:
   }
 
 
+def _scales_decoder_outputs(hf_config: Mapping[str, Any]) -> bool:
+  """Whether the model is T5 1.0-style tied (output layer = embedding, rescaled).
+
+  transformers >= 5 always writes tie_word_embeddings=true and records the
+  real choice as scale_decoder_outputs; older files only have
+  tie_word_embeddings (absent means tied, the T5 1.0 default).
+  """
+  if "scale_decoder_outputs" in hf_config:
+    return bool(hf_config["scale_decoder_outputs"])
+  return hf_config.get("tie_word_embeddings", True) is not False
+
+
 def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> T5Config:
   """Our config from a transformers T5 config.json dict."""
   feed_forward = hf_config.get("feed_forward_proj", "relu")
@@ -77,7 +89,7 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> T5Config:
       num_decoder_layers=hf_config.get("num_decoder_layers") or hf_config["num_layers"],
       mlp_activations=by_name[feed_forward],
       dropout_rate=hf_config.get("dropout_rate", 0.1),
-      logits_via_embedding=hf_config.get("tie_word_embeddings", True) is not False,
+      logits_via_embedding=_scales_decoder_outputs(hf_config),
       num_buckets=hf_config.get("relative_attention_num_buckets", 32),
       max_distance=hf_config.get("relative_attention_max_distance", 128),
       layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-6))
@@ -180,7 +192,11 @@ def load_hf_checkpoint(path: str | os.PathLike, **config_overrides: Any):
   config = config_from_hf(hf_config, **config_overrides)
   state = _read_state(path)
   if config.logits_via_embedding:
-    state.pop("lm_head.weight", None)  # a tied copy some checkpoints carry
+    lm_head = state.pop("lm_head.weight", None)  # a tied copy some checkpoints carry
+    if lm_head is not None and not np.array_equal(lm_head, state.get("shared.weight")):
+      raise ValueError(f"{path}: config.json says the output layer is the rescaled "
+                       f"embedding (T5 1.0), but tensor 'lm_head.weight' differs from "
+                       f"'shared.weight'; set tie_word_embeddings=false for T5 1.1")
   return hf_state_to_params(state, config, source=str(path)), config
 
 
