@@ -18,12 +18,11 @@ question) or "LEAK" (the score is not a held-out score).
 
 from __future__ import annotations
 
-import json
-import logging
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
 
 from cot_distill.data.example import Example
+from cot_distill.evaluation import predictions as predictions_lib
 from cot_distill.evaluation import task_selection
 
 Group = tuple[str, str]
@@ -57,18 +56,10 @@ def examples_from_paths(paths: Iterable[str | pathlib.Path]
   groups: dict[Group, list[Example]] = {}
   for raw in paths:
     path = _records_file(pathlib.Path(raw))
-    examples = []
-    with open(path, encoding="utf-8") as handle:
-      for number, line in enumerate(handle, start=1):
-        if line.strip():
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:
-            if number > 1 and not line.endswith("\n"):
-              break  # torn last line of a run still writing
-            raise
-          examples.append(_example_from_row(row, f"{path}:{number}"))
-    groups[("training data", str(path))] = examples
+    rows = predictions_lib.read_jsonl(path, tolerate_torn_tail=True)
+    groups[("training data", str(path))] = [
+        _example_from_row(row, f"{path} record {number}")
+        for number, row in enumerate(rows, start=1)]
   return groups
 
 

@@ -223,18 +223,31 @@ def write_jsonl_atomic(path: pathlib.Path,
   os.replace(temporary, path)
 
 
-def read_predictions(path: pathlib.Path) -> list[dict[str, Any]]:
-  """All records of a predictions file; a bad line names file and line."""
+def read_jsonl(path: pathlib.Path, *, tolerate_torn_tail: bool = False
+               ) -> list[dict[str, Any]]:
+  """Records of a JSON-lines file; a bad line is an error naming file:line.
+
+  With `tolerate_torn_tail`, an unparsable LAST line is skipped: a file that
+  another process is still appending to (an annotation run, a trainer's
+  metrics) may end in half a record.
+  """
+  lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
   records = []
-  with open(path, encoding="utf-8") as handle:
-    for line_number, line in enumerate(handle, start=1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{line_number}: not valid JSON ({error})") from error
+  for line_number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      if tolerate_torn_tail and line_number == len(lines):
+        break
+      raise ValueError(f"{path}:{line_number}: not valid JSON ({error})") from error
   return records
+
+
+def read_predictions(path: pathlib.Path) -> list[dict[str, Any]]:
+  """All records of a (complete) predictions file."""
+  return read_jsonl(path)
 
 
 class PredictionWriter:

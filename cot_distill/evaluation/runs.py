@@ -22,6 +22,8 @@ import math
 import pathlib
 from typing import Any, Iterator
 
+from cot_distill.evaluation import predictions as predictions_lib
+
 EVALUATION = "evaluation"
 ANNOTATION = "annotation"
 TRAINING = "training"
@@ -103,22 +105,9 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
     raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
-def read_jsonl(path: pathlib.Path, *, tolerate_torn_tail: bool = True
-               ) -> list[dict[str, Any]]:
-  """Records of a JSON-lines file. A torn final line (a run still writing,
-  or killed) is skipped; a bad line elsewhere is an error naming the line."""
-  records = []
-  lines = path.read_text(encoding="utf-8").splitlines()
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as error:
-      if tolerate_torn_tail and number == len(lines):
-        break
-      raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
-  return records
+def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+  """A run's JSON-lines file, which may still be being appended to."""
+  return predictions_lib.read_jsonl(path, tolerate_torn_tail=True)
 
 
 def load_evaluation(directory: pathlib.Path) -> Run:

@@ -22,11 +22,11 @@ with the fold-k checkpoint; see cross_validation.py.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Sequence
 
 from cot_distill.data.example import Example
+from cot_distill.evaluation import predictions as predictions_lib
 
 EVAL_SPLITS = {"strategyqa": "dev", "commonsenseqa": "dev"}
 # dataset -> (held-out split of fold k, training split(s) of fold k).
@@ -64,14 +64,11 @@ class TaskSpec:
 def read_examples_file(path: pathlib.Path) -> list[Example]:
   """Examples from a JSONL file; an error names the file and line."""
   examples = []
-  with open(path, encoding="utf-8") as handle:
-    for number, line in enumerate(handle, start=1):
-      if not line.strip():
-        continue
-      try:
-        examples.append(Example.from_dict(json.loads(line)))
-      except (json.JSONDecodeError, ValueError, TypeError) as error:
-        raise ValueError(f"{path}:{number}: not an Example record ({error})") from error
+  for number, row in enumerate(predictions_lib.read_jsonl(path), start=1):
+    try:
+      examples.append(Example.from_dict(row))
+    except (ValueError, TypeError) as error:
+      raise ValueError(f"{path}: record {number} is not an Example ({error})") from error
   if not examples:
     raise ValueError(f"{path}: no examples")
   return examples
