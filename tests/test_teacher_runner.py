@@ -92,7 +92,8 @@ def test_recovery_cuts_torn_lines_and_incomplete_questions(tmp_path):
   # q/0 and q/1 are complete; q/2 lost its second line to the kill; q/3 had
   # only its dropped half on disk.
   assert run.done_ids == {"q/0", "q/1"}
-  assert run.repaired == {"torn_lines": 1, "incomplete_questions": 2}
+  assert run.repaired == {"torn_lines": 1, "incomplete_questions": 2,
+                          "failed_questions_to_retry": 0}
   kept = records.read_records(tmp_path / records.RECORDS_FILE)
   dropped = records.read_records(tmp_path / records.DROPPED_FILE)
   assert [(r["id"], r["sample_index"]) for r in kept] == [("q/0", 0), ("q/1", 1)]
@@ -214,3 +215,20 @@ def test_manifest_has_no_secret_and_names_everything(tmp_path, monkeypatch):
   assert manifest["dataset"]["fingerprint"] == runner.dataset_fingerprint(coin_examples(4))
   for path in list((tmp_path / "run").iterdir()) + list((tmp_path / "cache").iterdir()):
     assert b"sk-very-secret-value" not in path.read_bytes()
+
+
+def test_retry_failed_redoes_only_failed_questions(tmp_path):
+  examples = coin_examples(6)
+  with server_lib.start_local_teacher(faults=server_lib.Faults(rate_500=0.5), seed=4) as teacher:
+    first = runner.annotate(config(teacher.url), tmp_path / "run",
+                            options(tmp_path, max_attempts=1), examples=examples)
+  failed = first["counts"]["dropped"]["failed"]
+  assert 0 < failed < 12
+  with server_lib.start_local_teacher() as teacher:
+    second = runner.annotate(config(teacher.url), tmp_path / "run",
+                             options(tmp_path, retry_failed=True), examples=examples)
+    assert len(teacher.server.log) == failed // 2  # One request per failed question.
+  assert second["counts"]["dropped"]["failed"] == 0 and second["counts"]["samples"] == 12
+  kept, dropped = all_lines(tmp_path / "run")
+  assert sorted((r["id"], r["sample_index"]) for r in kept + dropped) == sorted(
+      (e.id, i) for e in examples for i in range(2))

@@ -7,7 +7,7 @@
     cot-distill annotate --dataset coin_flip_gen --split train --generate-n 2000 \\
         --steps 4 --seed 0 --teacher-url URL --model M --out DIR
     cot-distill annotate --dataset NAME --split S --examples FILE.jsonl ...
-    cot-distill annotate --resume DIR [--concurrency C ...]
+    cot-distill annotate --resume DIR [--retry-failed] [--concurrency C ...]
     cot-distill annotate --from-log KOJIMA.log --out DIR [--data-dir DIR]
     cot-distill annotate --from-jsonl FILE --out DIR [--dataset NAME --split S |
         --answer-field F --answer-type T] [--question-field F] [--rationale-field F]
@@ -72,6 +72,8 @@ def register(subparsers) -> None:
   run.add_argument("--cache-dir", default=None)
   run.add_argument("--no-cache", action="store_true")
   run.add_argument("--no-progress", action="store_true")
+  run.add_argument("--retry-failed", action="store_true",
+                   help="on resume, redo questions whose requests failed for good")
   imports = parser.add_argument_group("import existing teacher outputs instead")
   imports.add_argument("--from-log", help="a Kojima et al. zero-shot-CoT log")
   imports.add_argument("--from-jsonl", help="a JSONL of generated CoTs")
@@ -94,7 +96,7 @@ def _execution_options(args, runner):
       request_timeout_s=args.timeout or defaults.request_timeout_s,
       max_attempts=args.max_attempts or defaults.max_attempts,
       cache_dir=args.cache_dir, use_cache=not args.no_cache,
-      progress=not args.no_progress)
+      progress=not args.no_progress, retry_failed=args.retry_failed)
 
 
 def _config_from_args(args, runner):

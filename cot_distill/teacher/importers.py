@@ -209,31 +209,9 @@ def _field_value(line: Mapping[str, Any], field: str, where: str) -> str:
   return str(value)
 
 
-def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
-                 question_field: str = "question", rationale_field: str = "rationale",
-                 answer_field: str | None = "answer", predicted_field: str | None = None,
-                 examples: Sequence[Example] | None = None,
-                 dataset: str = "jsonl", split: str = "train",
-                 answer_type: str | None = None, teacher_model: str = "unknown"
-                 ) -> dict[str, Any]:
-  """Imports teacher CoTs from a JSONL file; returns the manifest.
-
-  Args:
-    path: the JSONL file, one generated chain of thought per line (several
-      lines may share a question: they become sample 0, 1, ... of it).
-    question_field, rationale_field: field names (dots reach nested fields).
-    answer_field: the gold answer's field; used when `examples` is None.
-    predicted_field: optional field with the teacher's final answer, appended
-      to the judged text as "The answer is X." (for rationales without one).
-    examples: align each line to these by normalised question; gold answers
-      then come from the dataset and `answer_field` is ignored.
-    dataset, split: name the records when `examples` is None.
-    answer_type: AnswerType value; required when `examples` is None.
-    teacher_model: recorded as the teacher's model name.
-  """
-  by_question = _QuestionIndex(examples) if examples is not None else None
-  if by_question is None and (answer_type is None or answer_field is None):
-    raise ImportSourceError("without a dataset to align to, give --answer-field and --answer-type")
+def _read_jsonl_samples(path, *, question_field, rationale_field, answer_field,
+                        predicted_field, by_question, dataset, split, answer_type):
+  """Groups the file's lines by question: ({question: (Example, samples)}, unaligned)."""
   grouped: dict[str, tuple[Example, list[filtering.Sample]]] = {}
   unaligned = 0
   with open(path, encoding="utf-8") as f:
@@ -260,12 +238,48 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
       judged = rationale
       if predicted_field:
         judged = f"{rationale} The answer is {_field_value(line, predicted_field, where)}."
-      key = normalize_question(example.question)
-      entry = grouped.setdefault(key, (example, []))
-      entry[1].append(filtering.Sample(index=len(entry[1]), rationale=rationale,
-                                       judged_text=judged,
-                                       extra={"source": {"file": os.path.basename(os.fspath(path)),
-                                                         "line": line_number}}))
+      entry = grouped.setdefault(normalize_question(example.question), (example, []))
+      entry[1].append(filtering.Sample(
+          index=len(entry[1]), rationale=rationale, judged_text=judged,
+          extra={"source": {"file": os.path.basename(os.fspath(path)), "line": line_number}}))
+  return grouped, unaligned
+
+
+def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 question_field: str = "question", rationale_field: str = "rationale",
+                 answer_field: str | None = "answer", predicted_field: str | None = None,
+                 examples: Sequence[Example] | None = None,
+                 dataset: str = "jsonl", split: str = "train",
+                 answer_type: str | None = None, teacher_model: str = "unknown"
+                 ) -> dict[str, Any]:
+  """Imports teacher CoTs from a JSONL file; returns the manifest.
+
+  Args:
+    path: the JSONL file, one generated chain of thought per line (several
+      lines may share a question: they become sample 0, 1, ... of it).
+    question_field, rationale_field: field names (dots reach nested fields).
+    answer_field: the gold answer's field; used when `examples` is None.
+    predicted_field: optional field with the teacher's final answer, appended
+      to the judged text as "The answer is X." (for rationales without one).
+    examples: align each line to these by normalised question; gold answers
+      then come from the dataset and `answer_field` is ignored.
+    dataset, split: name the records when `examples` is None.
+    answer_type: AnswerType value; required when `examples` is None.
+    teacher_model: recorded as the teacher's model name.
+  """
+  by_question = _QuestionIndex(examples) if examples is not None else None
+  if by_question is None and (answer_type is None or answer_field is None):
+    raise ImportSourceError("without a dataset to align to, give --answer-field and --answer-type")
+  config = {"source": "jsonl", "path": os.path.abspath(path), "sha256": _file_sha256(path),
+            "question_field": question_field, "rationale_field": rationale_field,
+            "answer_field": answer_field, "predicted_field": predicted_field,
+            "dataset": dataset, "split": split, "answer_type": answer_type}
+  grouped, unaligned = _read_jsonl_samples(
+      path, question_field=question_field, rationale_field=rationale_field,
+      answer_field=answer_field, predicted_field=predicted_field, by_question=by_question,
+      dataset=dataset, split=split, answer_type=answer_type)
+  if unaligned:
+    logger.warning("%s: %d lines matched no question of the dataset", path, unaligned)
   kept, dropped = [], []
   prompt = {"template_id": "imported", "template_hash": None, "exemplar_set_id": None,
             "hinted": None, "style": None, "mode": None}
@@ -276,21 +290,13 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
         example, samples, teacher=teacher, prompt=prompt)
     kept += question_kept
     dropped += question_dropped
-  if unaligned:
-    logger.warning("%s: %d lines matched no question of the dataset", path, unaligned)
   manifest = {
       "format_version": 1, "kind": "import", "status": "complete",
       "created_at": records_lib.utc_now(), "updated_at": records_lib.utc_now(),
-      "config": {"source": "jsonl", "path": os.path.abspath(path),
-                 "sha256": _file_sha256(path), "question_field": question_field,
-                 "rationale_field": rationale_field, "answer_field": answer_field,
-                 "predicted_field": predicted_field, "dataset": dataset, "split": split,
-                 "answer_type": answer_type},
-      "teacher": {"model": teacher_model}, "prompt": prompt,
+      "config": config, "teacher": {"model": teacher_model}, "prompt": prompt,
       "dataset": {"name": dataset, "split": split,
                   "examples": len(examples) if examples is not None else len(grouped)},
       "counts": _counts(kept, dropped, len(grouped)),
-      "tokens": _tokens(kept + dropped),
-      "unaligned_lines": unaligned,
+      "tokens": _tokens(kept + dropped), "unaligned_lines": unaligned,
   }
   return _write_import(out_dir, kept, dropped, manifest)

@@ -147,17 +147,22 @@ class RunDirectory:
     self._dirty = False
 
   @classmethod
-  def open(cls, directory: str | os.PathLike, samples: int) -> "RunDirectory":
-    """Opens (creating or repairing) a run directory for appending."""
+  def open(cls, directory: str | os.PathLike, samples: int,
+           retry_failed: bool = False) -> "RunDirectory":
+    """Opens (creating or repairing) a run directory for appending.
+
+    With `retry_failed`, questions with a "failed" sample (the teacher was
+    unreachable) are removed like incomplete ones, so the run redoes them.
+    """
     run = cls(pathlib.Path(directory), samples)
     run.directory.mkdir(parents=True, exist_ok=True)
-    run._recover()
+    run._recover(retry_failed)
     for name in (RECORDS_FILE, DROPPED_FILE):
       run._handles[name] = os.open(run.directory / name,
                                    os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     return run
 
-  def _recover(self) -> None:
+  def _recover(self, retry_failed: bool) -> None:
     lines_by_file = {}
     torn = 0
     for name in (RECORDS_FILE, DROPPED_FILE):
@@ -182,13 +187,19 @@ class RunDirectory:
     complete = {id_ for id_, indices in seen.items()
                 if indices == set(range(self.samples)) and lines_per_id[id_] == self.samples}
     broken = set(seen) - complete
+    failed = set()
+    if retry_failed:
+      failed = {r["id"] for r in lines_by_file[DROPPED_FILE] if r.get("drop_reason") == "failed"}
+      complete -= failed
+    broken |= failed
     if broken:
       for name, records in lines_by_file.items():
         kept = [r for r in records if r["id"] not in broken]
         if len(kept) != len(records):
           write_records_atomically(self.directory / name, kept)
         lines_by_file[name] = kept
-    self.repaired = {"torn_lines": torn, "incomplete_questions": len(broken)}
+    self.repaired = {"torn_lines": torn, "incomplete_questions": len(broken - failed),
+                     "failed_questions_to_retry": len(failed)}
     self.done_ids = complete
     for record in lines_by_file[RECORDS_FILE]:
       self._tally(record, kept=True)

@@ -125,6 +125,7 @@ class ExecutionOptions:
   use_cache: bool = True
   progress: bool = True
   manifest_interval_s: float = 1.0
+  retry_failed: bool = False  # Redo questions whose requests failed for good.
 
 
 # ---------------------------------------------------------------------------
@@ -219,9 +220,15 @@ class _QuestionAnnotator:
       requests = [(1, None if seed is None else seed + i) for i in range(n)]
     else:
       requests = [(n, seed)]
-    results = await asyncio.gather(
-        *[self.teacher.generate(self.kind, prompt.payload, self._params(prompt, count, s))
-          for count, s in requests], return_exceptions=True)
+    calls = [self.teacher.generate(self.kind, prompt.payload, self._params(prompt, count, s))
+             for count, s in requests]
+    if len(calls) == 1:  # The common case, without gather's task per call.
+      try:
+        results = [await calls[0]]
+      except client_lib.TeacherRequestError as error:
+        results = [error]
+    else:
+      results = await asyncio.gather(*calls, return_exceptions=True)
     samples: list[filtering.Sample] = []
     for (count, _), result in zip(requests, results):
       if isinstance(result, client_lib.TeacherRequestError):
@@ -357,13 +364,14 @@ def _manifest(config, builder, examples_count, fingerprint, identity, run, stats
 
 
 def _dataset_version(name: str) -> str | None:
-  try:
-    from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
-    info = registry.DATASETS.get(name)
-  except Exception:  # pylint: disable=broad-except  (registry optional here)
+  """A hash of the pinned source files' SHA-256 sums (None for generated or
+  file-given data, which the example fingerprint identifies instead)."""
+  from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
+  info = registry.DATASETS.get(name)
+  if info is None or not info.files:
     return None
-  version = getattr(info, "version", None) if info is not None else None
-  return str(version) if version is not None else None
+  joined = "\n".join(sorted(data_file.sha256 for data_file in info.files))
+  return hashlib.sha256(joined.encode("ascii")).hexdigest()[:16]
 
 
 def annotate(config: AnnotationConfig, out_dir: str | os.PathLike,
@@ -400,7 +408,7 @@ def annotate(config: AnnotationConfig, out_dir: str | os.PathLike,
     if overlap:
       logger.warning("%d exemplar question(s) are also among the annotated questions; "
                      "their records copy an exemplar", len(overlap))
-  run = records_lib.RunDirectory.open(directory, config.samples)
+  run = records_lib.RunDirectory.open(directory, config.samples, options.retry_failed)
   if any(run.repaired.values()):
     logger.info("repaired %s: %s", directory, run.repaired)
   pending = [e for e in examples if e.id not in run.done_ids]
