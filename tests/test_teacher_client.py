@@ -133,11 +133,13 @@ def test_requests_per_minute_limit_is_honoured():
     times = sorted(entry.time for entry in teacher.server.log)
   per_second, capacity = rate / 60, rate / 60
   assert elapsed >= (count - capacity) / per_second * 0.95
-  # Token-bucket property over every window of arrivals (small slack for
-  # the time between leaving the bucket and reaching the server).
+  # Token-bucket property over every window of arrivals, with 0.25 s of
+  # slack for requests that left the bucket apart but reached the (possibly
+  # starved) server thread together. Without the limit, all 50 would arrive
+  # within a few tens of milliseconds.
   for i in range(len(times)):
     for j in range(i + 1, len(times)):
-      assert j - i + 1 <= capacity + per_second * (times[j] - times[i] + 0.05) + 1
+      assert j - i + 1 <= capacity + per_second * (times[j] - times[i] + 0.25) + 1
 
 
 def test_token_bucket_with_fake_clock():
