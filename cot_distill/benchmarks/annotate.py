@@ -108,9 +108,12 @@ def run(args) -> int:
   for name, (seconds, cpu_seconds, requests) in results.items():
     rate = requests / seconds
     total_requests += requests + args.concurrency
+    # A client below the bound while using well under one core was starved
+    # of CPU by other processes, not limited by its own work.
     print(f"{name:9s} {rate:8.1f} requests/s  ratio to bound {rate / bound:.3f}  "
           f"client CPU {1000 * cpu_seconds / requests:.2f} ms/request  "
-          f"({requests} requests in {seconds:.2f} s)")
+          f"({requests} requests in {seconds:.2f} s, client busy "
+          f"{100 * cpu_seconds / seconds:.0f}% of one core)")
   server_cpu = ((children_after.children_user + children_after.children_system)
                 - (children_before.children_user + children_before.children_system))
   if total_requests:
