@@ -99,18 +99,26 @@ def answer_accuracy(targets: Sequence[Mapping[str, Any]],
           "num_examples": float(count)}
 
 
-def score_predictions(task, predictions: Mapping[str, str] | Sequence[str],
-                      split: str = "test") -> dict[str, float]:
+def task_examples(task, split: str = "test") -> list[dict[str, Any]]:
+  """A task's preprocessed examples in order (numpy), as its Evaluator sees them."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if isinstance(task, str):
+    task = seqio.get_mixture_or_task(task)
+  return list(task.get_dataset(sequence_length=None, split=split,
+                               shuffle=False).as_numpy_iterator())
+
+
+def score_examples(task, examples: Sequence[Mapping[str, Any]],
+                   predictions: Mapping[str, str] | Sequence[str]) -> dict[str, float]:
   """A task's own postprocess_fn and metric_fns on known predictions, no model.
 
   Does what `seqio.Evaluator` does with decoded outputs (targets and
-  predictions postprocessed with their example, then every metric function),
-  so a file of predictions can be scored against any registered eval task.
+  predictions postprocessed with their example, then every metric function).
 
   Args:
     task: a `seqio.Task` (or its registered name).
-    predictions: prediction text per example id, or a list in dataset order.
-    split: the task split the predictions are for.
+    examples: the task's preprocessed examples (`task_examples`).
+    predictions: prediction text per example id, or a list in example order.
 
   Returns:
     The merged metric dict, e.g. {"accuracy": 50.0, ...}.
@@ -118,20 +126,18 @@ def score_predictions(task, predictions: Mapping[str, str] | Sequence[str],
   import seqio  # pylint: disable=g-import-not-at-top
   if isinstance(task, str):
     task = seqio.get_mixture_or_task(task)
-  examples = list(task.get_dataset(sequence_length=None, split=split,
-                                   shuffle=False).as_numpy_iterator())
   if isinstance(predictions, Mapping):
     ids = [_text(ex["id"]) for ex in examples]
     missing = [i for i in ids if i not in predictions]
     if missing:
-      raise KeyError(f"no prediction for {len(missing)} example(s) of "
-                     f"{task.name}:{split}, e.g. {missing[:3]}")
+      raise KeyError(f"no prediction for {len(missing)} example(s) of {task.name}, "
+                     f"e.g. {missing[:3]}")
     texts = [predictions[i] for i in ids]
   else:
     texts = list(predictions)
     if len(texts) != len(examples):
       raise ValueError(f"{len(texts)} predictions for {len(examples)} examples "
-                       f"of {task.name}:{split}")
+                       f"of {task.name}")
   targets = [task.postprocess_fn(_text(ex["targets_pretokenized"]), example=ex,
                                  is_target=True) for ex in examples]
   outputs = [task.postprocess_fn(text, example=ex, is_target=False)
@@ -140,6 +146,18 @@ def score_predictions(task, predictions: Mapping[str, str] | Sequence[str],
   for metric_fn in task.predict_metric_fns:
     results.update(metric_fn(targets, outputs))
   return results
+
+
+def score_predictions(task, predictions: Mapping[str, str] | Sequence[str],
+                      split: str = "test") -> dict[str, float]:
+  """`score_examples` over the task's split: score a file of predictions.
+
+  Args:
+    task: a `seqio.Task` (or its registered name).
+    predictions: prediction text per example id, or a list in dataset order.
+    split: the task split the predictions are for.
+  """
+  return score_examples(task, task_examples(task, split), predictions)
 
 
 def rule_counts(predictions: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -170,14 +170,20 @@ def eval_example(record: Record, input_prefix: str = "") -> TextPair:
   """Evaluation format: question (optionally prefixed) -> gold answer sentence.
 
   Scoring never reads `targets` (metrics judge the prediction against the kept
-  `answer` field), so one target serves students of every format.
+  `answer` field), so one target serves students of every format. A gold
+  answer that cannot be written in its type's canonical form (ASDiv has
+  "Mrs. Hilt" among its numbers) keeps its raw text here rather than failing
+  the whole split; the judge then counts no prediction correct for it.
 
   ({"question": "Is the sky blue?", "answer": "yes", "answer_type": "yes_no"},
    input_prefix="[label] ")
     -> {"inputs": "[label] Is the sky blue?", "targets": "The answer is yes."}
   """
-  return {"inputs": input_prefix + format_question(record["question"],
-                                                   record.get("choices")),
+  inputs = input_prefix + format_question(record["question"], record.get("choices"))
+  if answers.normalize_gold(record["answer"], record["answer_type"]) is None:
+    return {"inputs": inputs,
+            "targets": f"The answer is {collapse_whitespace(record['answer'])}."}
+  return {"inputs": inputs,
           "targets": answers.answer_sentence(record["answer"], record["answer_type"])}
 
 
@@ -203,19 +209,34 @@ def format_record(record: Record, target_format: str,
 # tf.data preprocessors.
 
 
-def _python_formatter(target_format: str, input_prefix: str
-                      ) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-  """A numpy_function body: raw feature values -> (inputs[k], targets[k])."""
+# Records formatted per Python call: one numpy_function call per example
+# would cost more than the formatting itself.
+FORMAT_BATCH_SIZE = 64
 
-  def formatter(*values):
-    record = {key: value.decode("utf-8") if isinstance(value, bytes) else str(value)
-              for key, value in zip(RAW_FEATURE_KEYS, values)}
-    try:
-      pairs = format_record(record, target_format, input_prefix)
-    except Exception as error:  # Name the record; tf would only show the op.
-      raise ValueError(f"record {record['id']!r} ({target_format}): {error}") from error
-    return (np.array([p["inputs"].encode("utf-8") for p in pairs], dtype=object),
-            np.array([p["targets"].encode("utf-8") for p in pairs], dtype=object))
+
+def _python_formatter(target_format: str, input_prefix: str
+                      ) -> Callable[..., tuple[np.ndarray, ...]]:
+  """A numpy_function body over a batch of raw records.
+
+  Takes one [B] array per RAW_FEATURE_KEYS; returns (inputs[K], targets[K],
+  source row[K]) for the K >= B pairs the batch yields, in record order.
+  """
+
+  def formatter(*columns):
+    inputs, targets, rows = [], [], []
+    for row, values in enumerate(zip(*columns)):
+      record = {key: value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                for key, value in zip(RAW_FEATURE_KEYS, values)}
+      try:
+        pairs = format_record(record, target_format, input_prefix)
+      except Exception as error:  # Name the record; tf would only show the op.
+        raise ValueError(f"record {record['id']!r} ({target_format}): {error}") from error
+      for pair in pairs:
+        inputs.append(pair["inputs"].encode("utf-8"))
+        targets.append(pair["targets"].encode("utf-8"))
+        rows.append(row)
+    return (np.array(inputs, dtype=object), np.array(targets, dtype=object),
+            np.array(rows, dtype=np.int64))
 
   return formatter
 
@@ -224,9 +245,10 @@ def format_examples(dataset: tf.data.Dataset, target_format: str,
                     input_prefix: str = "") -> tf.data.Dataset:
   """Raw records -> {inputs, targets, id, answer, answer_type, choices}.
 
-  Applies `format_record` to each example (as a numpy_function, so the text
-  rules live in one Python place), emitting one example per pair ("multitask"
-  gives two per record). Features not in SCORING_FEATURE_KEYS are dropped.
+  Applies `format_record` to each record (in a numpy_function, so the text
+  rules live in one Python place; FORMAT_BATCH_SIZE records per call), in
+  order, one example per pair ("multitask" gives two per record). Features
+  not in SCORING_FEATURE_KEYS are dropped.
 
   {"id": "gsm8k/train/0", "question": "Tom has 3 apples and buys 2. How many?",
    "answer": "5", "answer_type": "number", "choices": "",
@@ -240,17 +262,19 @@ def format_examples(dataset: tf.data.Dataset, target_format: str,
                 target_format)  # A bad format fails here, not mid-pipeline.
   formatter = _python_formatter(target_format, input_prefix)
 
-  def format_one(example):
-    inputs, targets = tf.numpy_function(
-        formatter, [example[key] for key in RAW_FEATURE_KEYS],
-        (tf.string, tf.string), stateful=False)
+  def format_batch(batch):
+    inputs, targets, rows = tf.numpy_function(
+        formatter, [batch[key] for key in RAW_FEATURE_KEYS],
+        (tf.string, tf.string, tf.int64), stateful=False)
     inputs.set_shape([None])
     targets.set_shape([None])
-    count = tf.shape(inputs)[0]
-    kept = {key: tf.fill([count], example[key]) for key in SCORING_FEATURE_KEYS}
+    rows.set_shape([None])
+    kept = {key: tf.gather(batch[key], rows) for key in SCORING_FEATURE_KEYS}
     return {"inputs": inputs, "targets": targets, **kept}
 
-  return dataset.map(format_one, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+  return (dataset.batch(FORMAT_BATCH_SIZE)
+          .map(format_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .unbatch())
 
 
 def choices_json(labels: Sequence[str], texts: Sequence[str]) -> str:

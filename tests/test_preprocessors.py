@@ -153,3 +153,8 @@ def test_filter_by_token_length_drops_instead_of_truncating(spm_path):
   assert len(list(kept.as_numpy_iterator())) == 3
   # No limits: everything passes.
   assert len(list(preprocessors.filter_by_token_length(ds, features).as_numpy_iterator())) == 3
+
+
+def test_eval_format_never_fails_on_an_unwritable_gold_answer():
+  record = dict(raw(GSM8K_RECORD), answer="Mrs. Hilt")  # as in ASDiv's "number" answers
+  assert preprocessors.eval_example(record)["targets"] == "The answer is Mrs. Hilt."
