@@ -1,0 +1,135 @@
+"""`cot-distill bench seqio`: input-pipeline examples/s against what the trainer eats.
+
+Reads CoT records (a run's records.jsonl; by default GSM8K train with its
+gold solutions as rationales, written as a records file so the real JSONL
+source is measured) through the `cot` task pipeline, three passes in this run:
+
+  source    records.jsonl -> tf.data rows (the baseline);
+  tokenize  + formatting, SentencePiece tokenisation, length filter, EOS;
+  packed    + seqio.EncDecFeatureConverter(pack=True) and batching into
+            BATCH rows of INPUTS/TARGETS tokens (default 128 x 128/128).
+
+Each pass repeats the data (num_epochs=None) and times a fixed number of
+examples after one warm-up batch. Packed examples are counted as segments.
+
+The trainer consumes TARGET positions: batch x target length per step. At
+T5 1.1 small the reference is --trainer-target-tokens-per-second (default
+650, the trainer's CPU figure; pass --trainer-step-seconds with the measured
+step time of your run instead). Needed examples/s = packed rows/s the
+trainer eats x examples per packed row (measured here); the ratio
+pipeline/needed says how much headroom the input pipeline has (> 1: the
+trainer, not the data, is the bottleneck).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+DEFAULT_TRAINER_TOKENS_PER_SECOND = 650.0
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "seqio", help="records -> tokens -> packed batches, examples/s vs trainer need",
+      description=__doc__)
+  parser.add_argument("--records", default=None,
+                      help="annotation run dir or records.jsonl (default: GSM8K train "
+                      "gold solutions as records)")
+  parser.add_argument("--data-dir", default=None, help="benchmark files (for the default)")
+  parser.add_argument("--spm-path", default=None,
+                      help="SentencePiece model (default: vocabularies precedence)")
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--inputs-length", type=int, default=128)
+  parser.add_argument("--targets-length", type=int, default=128)
+  parser.add_argument("--examples", type=int, default=4096,
+                      help="examples timed per pass (after one warm-up batch)")
+  parser.add_argument("--trainer-target-tokens-per-second", type=float,
+                      default=DEFAULT_TRAINER_TOKENS_PER_SECOND)
+  parser.add_argument("--trainer-step-seconds", type=float, default=None,
+                      help="measured trainer step time; overrides the tokens/s reference")
+  parser.set_defaults(func=run)
+
+
+def _default_records(directory: str, data_dir: str | None) -> str:
+  from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, "records.jsonl")
+  with open(path, "w", encoding="utf-8") as f:
+    for example in registry.load("gsm8k", "train", data_dir=data_dir):
+      record = example.to_dict()
+      record.update(rationale=example.gold_rationale or "", correct=True, sample_index=0)
+      f.write(json.dumps(record) + "\n")
+  return path
+
+
+def _time_pass(dataset, examples_wanted: int, count_fn, warmup: int) -> tuple[float, int]:
+  """(seconds, examples) to draw >= examples_wanted examples after `warmup` elements."""
+  iterator = dataset.as_numpy_iterator()
+  for _ in range(warmup):
+    next(iterator)
+  started, seen = time.perf_counter(), 0
+  while seen < examples_wanted:
+    seen += count_fn(next(iterator))
+  return time.perf_counter() - started, seen
+
+
+def run(args) -> int:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  from cot_distill import seqio_tasks, vocabularies  # pylint: disable=g-import-not-at-top
+
+  lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
+  vocabulary = vocabularies.get_vocabulary(args.spm_path)
+  with tempfile.TemporaryDirectory(prefix="bench-seqio-") as scratch:
+    records = args.records or _default_records(scratch, args.data_dir)
+    task = seqio_tasks.register_cot_task("cot_distill_bench.seqio", records, "cot", vocabulary)
+    count = task.num_input_examples("train")
+
+    def task_dataset():
+      return task.get_dataset(lengths, split="train", shuffle=True, seed=0, num_epochs=None)
+
+    source = task.source.get_dataset("train", shuffle=True, seed=0).repeat()
+    results = {}
+    results["source"] = _time_pass(source, args.examples, lambda _: 1, 64)
+    results["tokenize"] = _time_pass(task_dataset(), args.examples, lambda _: 1, 64)
+    packed = seqio.EncDecFeatureConverter(pack=True)(task_dataset(), lengths)
+    batches = packed.batch(args.batch_size, drop_remainder=True)
+    segments = lambda batch: int(batch["decoder_segment_ids"].max(axis=1).sum())
+    results["packed"] = _time_pass(batches, args.examples, segments, 1)
+    # Packing statistics from a few batches (not timed).
+    stats = list(batches.take(4).as_numpy_iterator())
+    rows = sum(b["decoder_segment_ids"].shape[0] for b in stats)
+    per_row = sum(segments(b) for b in stats) / rows
+    target_fill = float(np.mean([(b["decoder_target_tokens"] > 0).mean() for b in stats]))
+    input_fill = float(np.mean([(b["encoder_input_tokens"] > 0).mean() for b in stats]))
+    kept = sum(1 for _ in task.get_dataset(lengths, split="train", shuffle=False)
+               .as_numpy_iterator())
+
+  if args.trainer_step_seconds:
+    trainer_tokens = args.batch_size * args.targets_length / args.trainer_step_seconds
+    reference = (f"measured step {args.trainer_step_seconds:g} s x {args.batch_size} x "
+                 f"{args.targets_length}")
+  else:
+    trainer_tokens = args.trainer_target_tokens_per_second
+    reference = "stated T5 1.1 small trainer reference"
+  needed = trainer_tokens / args.targets_length * per_row
+
+  print(f"records: {records if args.records else 'GSM8K train gold solutions'} "
+        f"({count} records, {kept} within {lengths['inputs']}/{lengths['targets']} tokens)")
+  print(f"machine: {os.cpu_count()} CPUs, load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+  baseline = results["source"][1] / results["source"][0]
+  for name, (seconds, examples) in results.items():
+    rate = examples / seconds
+    print(f"  {name:9s} {rate:10.0f} examples/s  ({examples} in {seconds:.2f} s; "
+          f"{rate / baseline:.2f} x source)")
+  packed_rate = results["packed"][1] / results["packed"][0]
+  print(f"packing: {per_row:.2f} examples per row, inputs {input_fill:.0%} / targets "
+        f"{target_fill:.0%} non-padding; {packed_rate / per_row / args.batch_size:.2f} "
+        f"batches/s of {args.batch_size}")
+  print(f"trainer: {trainer_tokens:.0f} target positions/s ({reference}) = "
+        f"{trainer_tokens / args.targets_length:.2f} rows/s = {needed:.1f} examples/s needed")
+  print(f"ratio pipeline/trainer: {packed_rate / needed:.1f}x")
+  return 0
