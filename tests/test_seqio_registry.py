@@ -122,14 +122,18 @@ def test_gsm8k_gpt3_log_to_task_strings_and_tokens(registered, data_dir, shared_
       2208, 5, 1]
   assert first["inputs"].tolist()[:8] == [19454, 2944, 336, 215, 31, 7, 200, 18]
   # Every kept CoT is there (none longer than 128 tokens is truncated: dropped),
-  # each ending in exactly one normalised answer sentence.
+  # each ending in one normalised answer sentence.
   all_examples = list(task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator())
   assert len(all_examples) == kept == 542
   assert 0 < len(examples) < kept
   for example in all_examples:
     target = example["targets_pretokenized"].decode()
-    assert target.endswith(f"The answer is {example['answer'].decode()}.")
-    assert target.count("The answer is") == 1 or "answer is" in target[:-20]
+    sentence = answers.answer_sentence(example["answer"].decode(), "number")
+    assert target.endswith(" " + sentence)
+    # The student target is judged exactly as the teacher's CoT was: correct,
+    # read from the appended sentence.
+    verdict = answers.judge(target, example["answer"].decode(), "number")
+    assert (verdict.correct, verdict.rule) == (True, "marker_number")
 
 
 def _wrong_answer(gold: str, answer_type: AnswerType, choices) -> str:
