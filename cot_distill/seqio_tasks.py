@@ -8,9 +8,12 @@ pointed at a fresh annotation run) call these functions. Every function:
   registering twice is harmless and the latest definition wins;
 * reads nothing: sources load their data on first `get_dataset`.
 
+`cache_task` writes a task's offline cache without Beam (see tasks/README.md).
+
 Task pipelines (seqio runs them in order; the cache boundary is where
 `cache_tasks_main` stops and `use_cached=True` resumes):
 
+  (TFDS benchmark sources first run tfds_benchmark_to_raw)
   training:  format_examples(target_format) -> tokenize -> [cache]
              -> filter_by_token_length -> append_eos_after_trim
   eval:      format_examples("eval", input_prefix) -> tokenize -> [cache]

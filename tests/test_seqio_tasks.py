@@ -159,3 +159,24 @@ def test_cache_task_round_trip_equals_on_the_fly(tmp_path, run_dir, vocabulary):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
   assert task.get_cached_stats("train")["examples"] == 2
+
+
+def test_tfds_builder_source_yields_the_same_examples_as_the_loaders(tmp_path, data_dir,
+                                                                      vocabulary):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from cot_distill.data import tfds_builders  # pylint: disable=g-import-not-at-top
+  tfds.builder(f"{tfds_builders.BUILDER_NAME}/aqua", data_dir=str(tmp_path),
+               source_dir=str(data_dir)).download_and_prepare()
+  from_tfds = seqio_tasks.register_benchmark_eval_task(
+      "cot_distill_test.aqua_tfds", "aqua", "test", vocabulary, tfds_data_dir=str(tmp_path))
+  from_files = seqio_tasks.register_benchmark_eval_task(
+      "cot_distill_test.aqua_files", "aqua", "test", vocabulary, data_dir=str(data_dir))
+  a, b = read(from_tfds, split="test"), read(from_files, split="test")
+  assert len(a) == len(b) == 254 == from_tfds.num_input_examples("test")
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+  assert a[0]["inputs_pretokenized"].decode().endswith(
+      "Answer Choices: (A) 5(√3 + 1) (B) 6(√3 + √2) (C) 7(√3 – 1) (D) 8(√3 – 2) "
+      "(E) None of these")
