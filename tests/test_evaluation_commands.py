@@ -92,6 +92,7 @@ def test_evaluate_then_report_from_the_command_line(tmp_path, t5x_tiny_dir,
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
   assert summary["decode"]["batch_size"] == 4  # from gin
   assert summary["decode"]["max_decode_length"] == 64  # from the flag
+  assert "evaluate.batch_size = 4" in (tmp_path / "eval" / "config.gin").read_text()
   accuracy = statistics.accuracy_from_dict(summary["tasks"]["arith"]["accuracy"])
   assert re.search(rf"arith\s+8\s+{re.escape(accuracy.format())}", printed)
   predictions = [json.loads(line) for line in

@@ -78,11 +78,9 @@ class CheckpointDescription:
     writes a newer checkpoint into the same MODEL_DIR)."""
     if self.step is not None or self.model_dir is None:
       return self.step
-    steps = []
-    for child in pathlib.Path(self.model_dir).iterdir():
-      match = _STEP_DIRECTORY.match(child.name)
-      if match and child.is_dir():
-        steps.append(int(match.group(1)))
+    steps = [int(match.group(1)) for match in
+             map(_STEP_DIRECTORY.match, _list_directory(self.model_dir))
+             if match and match.group(0).startswith("checkpoint_")]
     return max(steps) if steps else None
 
   @property
@@ -101,29 +99,91 @@ class CheckpointDescription:
     return dataclasses.asdict(self)
 
 
-def _find_model_config(path: pathlib.Path) -> pathlib.Path | None:
-  for directory in (path, path.parent, path.parent.parent):
-    candidate = directory / MODEL_CONFIG_FILE
-    if candidate.is_file():
+# Checkpoints may live in a bucket (gs://...): remote paths go through
+# tf.io.gfile, local ones through os (so describing a local checkpoint
+# never imports TensorFlow).
+
+
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _join(path: str, *parts: str) -> str:
+  if _is_remote(path):
+    return "/".join([path.rstrip("/"), *parts])
+  return os.path.join(path, *parts)
+
+
+def _parent(path: str) -> str:
+  if _is_remote(path):
+    return path.rstrip("/").rsplit("/", 1)[0]
+  return os.path.dirname(os.path.abspath(path))
+
+
+def _name(path: str) -> str:
+  return path.rstrip("/").rsplit("/", 1)[-1] if _is_remote(path) else os.path.basename(
+      os.path.abspath(path))
+
+
+def _exists(path: str, *, directory: bool | None = None) -> bool:
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if not tf.io.gfile.exists(path):
+      return False
+    return directory is None or tf.io.gfile.isdir(path) == directory
+  if directory is None:
+    return os.path.exists(path)
+  return os.path.isdir(path) if directory else os.path.isfile(path)
+
+
+def _read_text(path: str) -> str:
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(path, "r") as handle:
+      return handle.read()
+  with open(path, encoding="utf-8") as handle:
+    return handle.read()
+
+
+def _list_directory(path: str) -> list[str]:
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
+  return os.listdir(path)
+
+
+def canonical_path(path: str | os.PathLike) -> str:
+  """Absolute local path, or the remote URL as given."""
+  path = os.fspath(path)
+  return path if _is_remote(path) else str(pathlib.Path(path).resolve())
+
+
+def _find_model_config(path: str) -> str | None:
+  directory = path
+  for _ in range(3):
+    candidate = _join(directory, MODEL_CONFIG_FILE)
+    if _exists(candidate, directory=False):
       return candidate
+    directory = _parent(directory)
   return None
 
 
 def describe_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
   """Identify a checkpoint directory and read its model_config.json."""
-  path = pathlib.Path(checkpoint)
-  if not path.exists():
+  path = os.fspath(checkpoint)
+  if not _exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   config_path = _find_model_config(path)
   model_config: dict[str, Any] = {}
   if config_path is not None:
     try:
-      model_config = json.loads(config_path.read_text())
+      model_config = json.loads(_read_text(config_path))
     except json.JSONDecodeError as error:
       raise ValueError(f"{config_path}: not valid JSON ({error})") from error
-  step_match = _STEP_DIRECTORY.match(path.name)
+  step_match = _STEP_DIRECTORY.match(_name(path))
   step = int(step_match.group(1)) if step_match else None
-  is_t5x = (path / "checkpoint").is_file() or (path / "state" / "_METADATA").is_file()
+  is_t5x = (_exists(_join(path, "checkpoint"), directory=False)
+            or _exists(_join(path, "state", "_METADATA"), directory=False))
   if is_t5x and "model" not in model_config:
     kind, model_dir = "t5x", None
   else:
@@ -132,11 +192,10 @@ def describe_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
           f"{path}: no {MODEL_CONFIG_FILE} here or in the two directories above; "
           "pass a `cot-distill train` MODEL_DIR (or one of its step directories) "
           "or a T5X checkpoint_<step> directory with a model_config.json beside it")
-    kind, model_dir = "trainer", str(config_path.parent)
+    kind, model_dir = "trainer", _parent(config_path)
   return CheckpointDescription(
-      path=str(path), kind=kind, model_dir=model_dir, step=step,
-      model_config=model_config,
-      model_config_path=str(config_path) if config_path else None)
+      path=path, kind=kind, model_dir=model_dir, step=step,
+      model_config=model_config, model_config_path=config_path)
 
 
 def _vocabulary_settings(description: CheckpointDescription,
@@ -149,9 +208,9 @@ def _vocabulary_settings(description: CheckpointDescription,
   """
   settings = description.model_config.get("vocabulary") or {}
   path = spm_path or settings.get("spm_path") or settings.get("sentencepiece_model")
-  if path and "://" not in str(path) and not os.path.isabs(path) \
-      and description.model_config_path and not spm_path:
-    path = str(pathlib.Path(description.model_config_path).parent / path)
+  if (path and not spm_path and not _is_remote(str(path))
+      and not os.path.isabs(path) and description.model_config_path):
+    path = _join(_parent(description.model_config_path), path)
   if extra_ids is None:
     extra_ids = settings.get("extra_ids")
   return path, extra_ids

@@ -25,6 +25,7 @@ import gin
 import tqdm
 
 from cot_distill.data.example import Example
+from cot_distill.evaluation import checkpoint_predictor
 from cot_distill.evaluation import predictions as predictions_lib
 from cot_distill.evaluation import summaries
 from cot_distill.evaluation.checkpoint_predictor import DecodeSettings
@@ -241,13 +242,11 @@ def infer_target_format(training_task: str | None) -> str | None:
 
 def _checkpoint_predictor(checkpoint: str, decode: DecodeSettings,
                           batch_size: int) -> Predictor:
-  from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
   return checkpoint_predictor.CheckpointPredictor.from_checkpoint(
       checkpoint, decode=decode, batch_size=batch_size)
 
 
 def _describe(checkpoint: str):
-  from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
   try:
     return checkpoint_predictor.describe_checkpoint(checkpoint)
   except FileNotFoundError:
@@ -322,7 +321,7 @@ def _run_tasks(plan: _Plan, out: pathlib.Path, *, scorer: Scorer,
     evaluated[spec.name] = (spec, examples)
     path = plan.checkpoint_of[spec.name]
     description = plan.descriptions[path]
-    settings = {"checkpoint": str(pathlib.Path(path).resolve()),
+    settings = {"checkpoint": checkpoint_predictor.canonical_path(path),
                 "step": description.resolved_step if description else None,
                 "target_format": plan.target_format,
                 "decode": decode.to_dict(), "batch_size": batch_size}
@@ -426,6 +425,10 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
       **_leakage(evaluated, train_data, plan.training_task, data_dir),
   }
   predictions_lib.write_json_atomic(out / SUMMARY_FILE, summary)
+  # As T5X does: the gin bindings in force, next to the results they made.
+  operative = gin.operative_config_str()
+  if operative.strip():
+    (out / "config.gin").write_text(operative, encoding="utf-8")
   return summary
 
 
