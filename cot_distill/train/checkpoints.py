@@ -134,7 +134,7 @@ class TrainCheckpointer:
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
     failures = []
-    for step in steps:
+    for index, step in enumerate(steps):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(target.params),
@@ -147,7 +147,10 @@ class TrainCheckpointer:
         message = (f"checkpoint {path} is unreadable ({type(error).__name__}: "
                    f"{str(error)[:500]})")
         failures.append(message)
-        logging.error("%s; falling back to the previous checkpoint", message)
+        if index + 1 < len(steps):
+          logging.error("%s; falling back to step %d", message, steps[index + 1])
+        else:
+          logging.error("%s; no earlier checkpoint to fall back to", message)
         continue
       optimizer = restored.optimizer
       state = TrainState(step=optimizer["step"], params=restored.params,
@@ -182,6 +185,7 @@ def write_model_config(model_dir: str, *, config: T5Config,
                        mixture_or_task_name: str,
                        task_feature_lengths: Mapping[str, int]) -> None:
   """model_config.json: what an evaluator needs to rebuild the model."""
+  os.makedirs(model_dir, exist_ok=True)
   write_json_atomic(os.path.join(model_dir, MODEL_CONFIG_FILE), {
       "model": config.to_dict(),
       "vocabulary": dict(vocabulary),

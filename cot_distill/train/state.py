@@ -68,9 +68,9 @@ def _spec_for_state_leaf(names: tuple[str, ...], leaf: Any,
     candidates = [axis for axis in range(len(shape))
                   if tuple(shape[:axis] + shape[axis + 1:]) == tuple(leaf.shape)]
     if candidates:
-      # optax's v_col drops the largest axis, v_row the second largest; with
-      # equal sizes argsort puts the later axis last.
-      axis = candidates[-1] if "v_col" in names else candidates[0]
+      # optax's v_row drops the largest axis, v_col the second largest; of
+      # equal sizes, argsort ranks the later axis as the larger.
+      axis = candidates[0] if "v_col" in names else candidates[-1]
       return PartitionSpec(*(spec[:axis] + spec[axis + 1:]))
   return PartitionSpec()
 
