@@ -109,6 +109,17 @@ def eval_splits(dataset: str) -> tuple[str, ...]:
                if s != "train" and not s.endswith("_train"))
 
 
+def eval_task_names() -> list[str]:
+  """Every eval task `register_all` registers, in its order, without registering."""
+  names = []
+  for target_format in ("cot", "multitask"):
+    names += [eval_task_name(dataset, split, target_format)
+              for dataset in data_registry.DATASETS for split in eval_splits(dataset)]
+    names += [eval_task_name(spec.dataset, spec.split, target_format)
+              for spec in GENERATED_SPLITS if spec.split != "train"]
+  return names
+
+
 # ----------------------------------------------------------------------------
 # Generated symbolic data.
 
