@@ -124,9 +124,21 @@ def test_leakage_check_flags_training_data_that_holds_test_questions(
   assert entry["overlap"] == 2
 
 
-def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir):
+def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir, spm_path):
+  from cot_distill import seqio_tasks
+  from cot_distill import vocabularies
+  # Fold 0's model was (wrongly) trained on two of its own test questions,
+  # through a registered SeqIO task; the other folds' tasks are unknown here.
+  leaked = tmp_path / "fold0_training.jsonl"
+  leaked.write_text("".join(
+      json.dumps(e.to_dict()) + "\n"
+      for e in registry.load("mawps", "fold0_dev", data_dir)[:2]))
+  seqio_tasks.register_examples_task(
+      "test_pipeline.mawps_fold0.cot", str(leaked),
+      vocabularies.get_vocabulary(str(spm_path), 0), target_format="cot")
   for fold in range(5):
-    _write_model_dir(tmp_path / f"fold{fold}", task="cot_distill.mawps.gpt3.cot")
+    _write_model_dir(tmp_path / f"fold{fold}",
+                     task=f"test_pipeline.mawps_fold{fold}.cot")
   built = []
 
   def factory(path, decode, batch_size):
@@ -144,10 +156,16 @@ def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir):
   cv = summary["cross_validation"]["mawps"]
   assert cv["fold_mean"]["fold_accuracies"] == [0.5] * 5
   assert cv["pooled"]["correct"] == 10 and cv["pooled"]["total"] == 20
-  # Each fold is checked against its own training part.
+  # Each fold is checked against its own training part, and against its own
+  # checkpoint's training task where that is known.
   fold_checks = [e for e in summary["leakage"] if e["evaluated"] == "mawps/fold2"]
   assert [e["against"] for e in fold_checks] == ["mawps/fold2_train"]
   assert fold_checks[0]["verdict"] == "ok"
+  (fold0_task,) = [e for e in summary["leakage"] if e["evaluated"] == "mawps/fold0"
+                   and e["against"] == "test_pipeline.mawps_fold0.cot"]
+  assert fold0_task["verdict"] == "LEAK" and fold0_task["overlap"] == 2
+  assert "test_pipeline.mawps_fold1.cot is not registered" in (
+      summary["training_task_unchecked"])
 
   # The report shows the CV mean as one row and the folds in their own table.
   from cot_distill.evaluation import report as report_lib
@@ -157,6 +175,9 @@ def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir):
   assert "## Cross-validation" in markdown
   assert "50.0%, 50.0%, 50.0%, 50.0%, 50.0% | 50.0% ± 0.0 | 50.0% [29.9, 70.1]" in markdown
   assert "| mawps/fold2 | mawps/fold2_train | 0 | ok |" in markdown
+  assert "| mawps/fold0 | test_pipeline.mawps_fold0.cot | 2 | LEAK |" in markdown
+  import seqio
+  seqio.TaskRegistry.remove("test_pipeline.mawps_fold0.cot")
 
 
 def test_multitask_inputs_carry_the_label_prefix():

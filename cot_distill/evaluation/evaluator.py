@@ -337,19 +337,28 @@ def _run_tasks(plan: _Plan, out: pathlib.Path, *, scorer: Scorer,
   return task_summaries, evaluated
 
 
-def _leakage(evaluated, train_data: Sequence[str], training_task: str | None,
+def _leakage(plan: _Plan, evaluated, train_data: Sequence[str],
              data_dir: str | None) -> dict[str, Any]:
-  """The leakage entries and what training data they covered."""
+  """Leakage entries: each task against its dataset's training splits, the
+  given training files, and its checkpoint's own training task."""
   from cot_distill.evaluation import held_out  # pylint: disable=g-import-not-at-top
-  training = held_out.examples_from_paths(train_data)
-  from_task, unchecked = held_out.examples_from_training_task(training_task)
-  training.update(from_task)
+  given = held_out.examples_from_paths(train_data)
+  by_training_task: dict[str | None, tuple[dict, str | None]] = {}
+  training: dict[str, dict] = {}
+  for name in evaluated:
+    description = plan.descriptions[plan.checkpoint_of[name]]
+    task_name = description.training_task if description else None
+    if task_name not in by_training_task:
+      by_training_task[task_name] = held_out.examples_from_training_task(task_name)
+    training[name] = {**given, **by_training_task[task_name][0]}
+  unchecked = sorted({reason for _, reason in by_training_task.values() if reason})
   if unchecked and not train_data:
     logging.warning("leakage check: %s; pass --train-data to check the "
-                    "training examples", unchecked)
+                    "training examples", "; ".join(unchecked))
+  checked = {group_name for groups in training.values() for _, group_name in groups}
   return {"leakage": held_out.check(evaluated, training, data_dir=data_dir),
-          "training_data_checked": sorted(name for _, name in training),
-          "training_task_unchecked": unchecked}
+          "training_data_checked": sorted(checked),
+          "training_task_unchecked": "; ".join(unchecked) or None}
 
 
 @gin.configurable(denylist=["predictor_factory", "scorer"])
@@ -422,7 +431,7 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
       "limit": limit,
       "tasks": task_summaries,
       "cross_validation": cross_validation.aggregate(task_summaries),
-      **_leakage(evaluated, train_data, plan.training_task, data_dir),
+      **_leakage(plan, evaluated, train_data, data_dir),
   }
   predictions_lib.write_json_atomic(out / SUMMARY_FILE, summary)
   # As T5X does: the gin bindings in force, next to the results they made.

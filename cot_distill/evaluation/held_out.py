@@ -115,18 +115,20 @@ def registry_training_splits(spec: task_selection.TaskSpec) -> list[str]:
 
 
 def check(evaluated: Mapping[str, tuple[task_selection.TaskSpec, Sequence[Example]]],
-          training: Mapping[Group, Sequence[Example]], *,
+          training: Mapping[str, Mapping[Group, Sequence[Example]]], *,
           data_dir: str | None = None) -> list[dict[str, Any]]:
   """Leakage entries for summary.json (see the module docstring).
 
   evaluated: task name -> (its spec, the examples scored).
-  training: named groups of the checkpoint's training examples.
+  training: task name -> named groups of the training examples of the
+    checkpoint that task was scored with (cross-validation folds each have
+    their own); a task missing here is checked against its dataset only.
   """
   from cot_distill.data import leakage  # pylint: disable=g-import-not-at-top
   from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
-  groups: dict[Group, Sequence[Example]] = dict(training)
+  groups: dict[Group, Sequence[Example]] = {}
   pairs: list[tuple[Group, Group]] = []
-  sources: dict[Group, str] = {group: "training data" for group in training}
+  sources: dict[Group, str] = {}
   for name, (spec, examples) in evaluated.items():
     evaluated_group = ("evaluated", name)
     groups[evaluated_group] = examples
@@ -136,7 +138,10 @@ def check(evaluated: Mapping[str, tuple[task_selection.TaskSpec, Sequence[Exampl
         groups[group] = registry.load(spec.dataset, split, data_dir)
         sources[group] = "same dataset"
       pairs.append((evaluated_group, group))
-    pairs += [(evaluated_group, group) for group in training]
+    for group, training_examples in (training.get(name) or {}).items():
+      groups[group] = training_examples
+      sources[group] = "training data"
+      pairs.append((evaluated_group, group))
   if not pairs:
     return []
   report = leakage.find_overlaps(groups, pairs)
@@ -146,8 +151,8 @@ def check(evaluated: Mapping[str, tuple[task_selection.TaskSpec, Sequence[Exampl
     entries.append({
         "evaluated": overlap.left[1],
         "against": f"{against[0]}/{against[1]}"
-                   if sources.get(against) == "same dataset" else against[1],
-        "source": sources.get(against, "training data"),
+                   if sources[against] == "same dataset" else against[1],
+        "source": sources[against],
         "evaluated_size": overlap.left_size,
         "against_size": overlap.right_size,
         "overlap": overlap.shared,
