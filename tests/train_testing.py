@@ -46,6 +46,23 @@ def fast_compilation():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
+@contextlib.contextmanager
+def compilation_cache(directory):
+  """JAX's persistent compilation cache, so rerunning `train()` reuses programs."""
+  names = ("jax_compilation_cache_dir",
+           "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  previous = {name: jax.config.values[name] for name in names}
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  try:
+    yield
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
+
+
 def tiny_model(*, dtype: str = "float32", dropout_rate: float = 0.0,
                vocab_size: int = VOCAB) -> EncoderDecoderModel:
   """The real EncoderDecoderModel at T5X's t5_1_1 tiny dims."""

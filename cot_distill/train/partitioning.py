@@ -16,6 +16,7 @@ it. That is why the FSDP table can map `embed` to `data`: a parameter
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any, Sequence
 
@@ -131,13 +132,12 @@ class Partitioner:
           "layout='model_parallel' or 'fsdp' to split the model")
     if self.devices is not None:
       object.__setattr__(self, "devices", tuple(self.devices))
-    # The mesh is built once; the dataclass stays frozen and hashable.
-    object.__setattr__(self, "_mesh",
-                       create_mesh(self.num_partitions, self.devices))
 
-  @property
+  @functools.cached_property
   def mesh(self) -> Mesh:
-    return self._mesh  # pytype: disable=attribute-error
+    """Built on first use, not when gin builds the Partitioner: devices may
+    not be known yet (jax.distributed.initialize comes first)."""
+    return create_mesh(self.num_partitions, self.devices)
 
   @property
   def rules(self) -> LogicalRules:

@@ -256,6 +256,8 @@ class _TrainLoop:
     self.checkpointer.save(train_state, position, metrics)
 
   def _log(self, writer, pending, timer, step: int) -> None:
+    # Steps are dispatched asynchronously; time them once they have finished.
+    jax.block_until_ready(pending[-1])
     seconds, _ = timer.lap(step)
     self.train_metrics = metrics_writer.summarize_train_metrics(
         pending, seconds, batch_size=self.batch_size,

@@ -1,0 +1,182 @@
+"""`cot-distill bench train`: training-step time of T5 1.1 small, ours vs HF.
+
+Setting (the issue's): T5 1.1 small (vocabulary 32,128), batch 8, 128 input
+and 128 target tokens, every position a real token (so target tokens per
+step = 8 x 128 = 1,024, the same count for a packed T5X batch). Each system
+runs warm-up steps (compilation included), then `--steps` timed steps, each
+ended with a device sync; the figure is the median step.
+
+  ours        the trainer's own jitted step (`train.step.compile_train_step`:
+              teacher-forced `EncoderDecoderModel.loss_fn`, Adafactor with
+              T5X defaults, donated state) on all local devices, data
+              parallel; activations bf16 (T5X default) and float32.
+  hf-fp32     Hugging Face transformers + PyTorch, float32, AdamW.
+  hf-bf16     the same under torch.autocast(bfloat16).
+
+Ratios are against the fastest HF baseline measured in this run. The
+machine's other load moves every number; compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+# Median s/step measured on the 2-core development machine for the same
+# setting (issue 6); printed for context, never used in the ratios.
+REFERENCE_SECONDS_PER_STEP = {
+    "T5X trainer (packed, bf16 activations, Adafactor)": 3.38,
+    "HF + PyTorch float32 AdamW": 2.85,
+    "HF + PyTorch float32 Adafactor": 2.71,
+    "HF + PyTorch bf16 autocast AdamW": 1.90,
+}
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "train", help="training step time / tokens per second vs Hugging Face",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", default="t5_1_1_small",
+                      help="cot_distill.model.config name")
+  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--input-length", type=int, default=128)
+  parser.add_argument("--target-length", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=20,
+                      help="timed steps per system (median reported)")
+  parser.add_argument("--warmup", type=int, default=3,
+                      help="untimed steps first (compilation included)")
+  parser.add_argument("--dtypes", default="bfloat16,float32",
+                      help="activation dtypes of our step to time")
+  parser.add_argument("--optimizer", choices=("adafactor", "adamw"),
+                      default="adafactor", help="our step's optimizer")
+  parser.add_argument("--no-baseline", action="store_true",
+                      help="skip the Hugging Face + PyTorch baselines")
+  parser.add_argument("--baseline-steps", type=int, default=None,
+                      help="timed HF steps (default: --steps)")
+  parser.set_defaults(func=run)
+
+
+def _time_steps(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(steps):
+    started = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - started)
+  return times
+
+
+def _random_tokens(batch: int, length: int, seed: int, vocab: int = 32000):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  return np.random.RandomState(seed).randint(2, vocab, (batch, length)).astype(np.int32)
+
+
+def _our_step(args, dtype: str) -> Callable[[], None]:
+  """The trainer's compiled step on a fixed batch, state threaded through."""
+  import functools  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
+  from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=import-outside-toplevel
+  from cot_distill.train import data, optimizers, partitioning  # pylint: disable=import-outside-toplevel
+  from cot_distill.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+
+  model = EncoderDecoderModel(get_config(args.model, dtype=dtype, dropout_rate=0.0))
+  schedule = optimizers.constant_schedule(1e-3)
+  tx = (optimizers.adafactor if args.optimizer == "adafactor" else optimizers.adamw)(schedule)
+  partitioner = partitioning.Partitioner(devices=jax.local_devices())
+  lengths = {"inputs": args.input_length, "targets": args.target_length}
+  init = functools.partial(model.get_initial_variables,
+                           input_shapes=data.model_input_shapes(lengths, args.batch_size, False))
+  shapes, specs = state_lib.abstract_state_and_specs(init, tx)
+  shardings = state_lib.state_shardings(partitioner, shapes, specs)
+  holder = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
+  targets = _random_tokens(args.batch_size, args.target_length, 1)
+  batch = data.to_global_batch({
+      "encoder_input_tokens": _random_tokens(args.batch_size, args.input_length, 0),
+      "decoder_target_tokens": targets,
+      "decoder_input_tokens": np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], 1),
+      "decoder_loss_weights": np.ones_like(targets, dtype=np.float32),
+  }, partitioner, args.batch_size)
+  train_step = step_lib.compile_train_step(
+      loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
+      partitioner=partitioner, state_shardings=shardings, dropout=False)
+
+  def step():
+    holder["state"], metrics = train_step(holder["state"], batch)
+    jax.block_until_ready(metrics["loss"])
+  return step
+
+
+def _hf_step(args, autocast: bool) -> Callable[[], None]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
+  from cot_distill.model.hf_checkpoints import config_to_hf  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count() or 1)
+  hf_config = transformers.T5Config(**config_to_hf(get_config(args.model)))
+  hf_config.dropout_rate = 0.0
+  model = transformers.T5ForConditionalGeneration(hf_config).train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+  inputs = torch.from_numpy(_random_tokens(args.batch_size, args.input_length, 0)).long()
+  labels = torch.from_numpy(_random_tokens(args.batch_size, args.target_length, 1)).long()
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      loss = model(input_ids=inputs, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+  return step
+
+
+def _row(name: str, times: list[float], target_tokens: int) -> dict:
+  median = statistics.median(times)
+  return {"name": name, "median": median, "tokens_per_second": target_tokens / median,
+          "min": min(times), "max": max(times), "steps": len(times)}
+
+
+def run(args: argparse.Namespace) -> int:
+  target_tokens = args.batch_size * args.target_length
+  rows = []
+  for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+    times = _time_steps(_our_step(args, dtype), args.warmup, args.steps)
+    rows.append(_row(f"ours ({args.optimizer}, {dtype} activations)", times, target_tokens))
+  baselines = []
+  if not args.no_baseline:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel,unused-import
+      import transformers  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+      print("torch/transformers not installed: no same-run baseline")
+    else:
+      steps = args.baseline_steps or args.steps
+      for name, autocast in (("hf-fp32 (AdamW)", False), ("hf-bf16 autocast (AdamW)", True)):
+        baselines.append(_row(name, _time_steps(_hf_step(args, autocast), args.warmup, steps),
+                              target_tokens))
+  _print(args, rows, baselines, target_tokens)
+  return 0
+
+
+def _print(args, rows, baselines, target_tokens) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  print(f"T5 config {args.model}, batch {args.batch_size}, {args.input_length} input / "
+        f"{args.target_length} target tokens ({target_tokens} target tokens/step); "
+        f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; "
+        f"CPUs: {os.cpu_count()}; median of {args.steps} steps after {args.warmup} warm-up")
+  fastest = min(baselines, key=lambda row: row["median"]) if baselines else None
+  print(f"{'system':44s} {'s/step':>8s} {'min':>7s} {'max':>7s} {'tok/s':>8s} "
+        f"{'vs fastest HF':>13s}")
+  for row in rows + baselines:
+    ratio = (f"{fastest['median'] / row['median']:.2f}x" if fastest else "-")
+    print(f"{row['name']:44s} {row['median']:8.3f} {row['min']:7.3f} {row['max']:7.3f} "
+          f"{row['tokens_per_second']:8.1f} {ratio:>13s}")
+  print("reference (issue 6, same setting on the 2-core machine, not this run):")
+  for name, seconds in REFERENCE_SECONDS_PER_STEP.items():
+    print(f"  {name:52s} {seconds:5.2f} s/step  {1024 / seconds:6.1f} tok/s")

@@ -1,0 +1,77 @@
+"""`cot-distill train` / `python -m cot_distill.train` flags and multi-host set-up."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from cot_distill import cli
+from cot_distill.commands import train as train_command
+from cot_distill.train import multihost
+
+
+def test_cli_accepts_t5x_style_gin_macro_flags():
+  args = cli.build_parser().parse_args([
+      "train", "--gin_file=gin/models/t5_1_1_tiny.gin",
+      "--gin_file=gin/runs/finetune_cot.gin",
+      "--gin.MODEL_DIR='/tmp/x'", "--gin.TASK_FEATURE_LENGTHS={'inputs': 8}",
+      "--gin_bindings=trainer.train.seed = 4",
+      "--coordinator_address=10.0.0.1:1234", "--num_processes=2",
+      "--process_id=1"])
+  assert args.func is train_command.run
+  assert args.gin_file == ["gin/models/t5_1_1_tiny.gin",
+                           "gin/runs/finetune_cot.gin"]
+  assert train_command.macro_bindings(args.gin_macro_flags) == [
+      "MODEL_DIR = '/tmp/x'", "TASK_FEATURE_LENGTHS = {'inputs': 8}"]
+  assert args.gin_bindings == ["trainer.train.seed = 4"]
+  assert (args.coordinator_address, args.num_processes, args.process_id) == (
+      "10.0.0.1:1234", 2, 1)
+
+
+def test_module_entry_has_the_same_flags():
+  parser = train_command.GinFlagParser()
+  train_command.add_arguments(parser)
+  args = parser.parse_args(["--gin_file=a.gin", "--gin.TRAIN_STEPS=3"])
+  assert args.gin_file == ["a.gin"] and args.gin_macro_flags == ["--gin.TRAIN_STEPS=3"]
+  with pytest.raises(ValueError, match="--gin.NAME=VALUE"):
+    train_command.macro_bindings(["--gin.TRAIN_STEPS"])
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--not_a_flag=1"])
+
+
+def test_run_without_gin_files_says_what_to_give():
+  parser = train_command.GinFlagParser()
+  train_command.add_arguments(parser)
+  with pytest.raises(SystemExit, match="--gin_file"):
+    train_command.run(parser.parse_args([]))
+
+
+@pytest.fixture
+def initialize_calls(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize",
+                      lambda **kwargs: calls.append(kwargs))
+  return calls
+
+
+def test_single_host_does_not_initialize(initialize_calls):
+  assert multihost.initialize(environ={}) is False
+  assert initialize_calls == []
+
+
+def test_explicit_flags_and_environment_reach_jax(initialize_calls):
+  assert multihost.initialize("host0:1234", 2, 1, environ={})
+  assert multihost.initialize(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
+                                       "JAX_NUM_PROCESSES": "4",
+                                       "JAX_PROCESS_ID": "3"})
+  assert initialize_calls == [
+      {"coordinator_address": "host0:1234", "num_processes": 2, "process_id": 1},
+      {"coordinator_address": "h:1", "num_processes": 4, "process_id": 3}]
+  with pytest.raises(ValueError, match="together"):
+    multihost.initialize("host0:1234", None, 0, environ={})
+
+
+def test_tpu_pod_uses_jax_cluster_detection(initialize_calls):
+  assert multihost.initialize(environ={"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"})
+  assert multihost.initialize(environ={"TPU_WORKER_HOSTNAMES": "w0"}) is False
+  assert initialize_calls == [{}]
