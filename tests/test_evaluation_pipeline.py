@@ -175,7 +175,8 @@ def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir, spm_path):
   assert "## Cross-validation" in markdown
   assert "50.0%, 50.0%, 50.0%, 50.0%, 50.0% | 50.0% ± 0.0 | 50.0% [29.9, 70.1]" in markdown
   assert "| mawps/fold2 | mawps/fold2_train | 0 | ok |" in markdown
-  assert "| mawps/fold0 | test_pipeline.mawps_fold0.cot | 2 | LEAK |" in markdown
+  assert ("| mawps/fold0 | mawps/fold0_train, test_pipeline.mawps_fold0.cot | "
+          "2 in test_pipeline.mawps_fold0.cot | LEAK |") in markdown
   import seqio
   seqio.TaskRegistry.remove("test_pipeline.mawps_fold0.cot")
 

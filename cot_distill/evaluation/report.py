@@ -304,14 +304,29 @@ def _self_consistency_section(evaluations: Sequence[Run],
                    rows))
 
 
+def _short_source(name: str) -> str:
+  """A training source as a table shows it: files by their last two parts."""
+  parts = pathlib.PurePath(name).parts
+  return "/".join(parts[-2:]) if len(parts) > 2 else name
+
+
 def _leakage_section(evaluations: Sequence[Run],
                      report: dict[str, Any]) -> list[str]:
+  """One row per (model, evaluated task), over every source it was checked
+  against; summary.json keeps each comparison separately."""
   rows = []
   for run in evaluations:
+    grouped: dict[str, list[dict[str, Any]]] = {}
     for check in run.data.get("leakage") or []:
-      rows.append([run.label, check.get("evaluated", ""),
-                   check.get("against", ""), check.get("overlap", "n/a"),
-                   check.get("verdict", "")])
+      grouped.setdefault(check.get("evaluated", ""), []).append(check)
+    for evaluated, checks in grouped.items():
+      leaks = [c for c in checks if c.get("verdict") != "ok"]
+      rows.append([run.label, evaluated,
+                   ", ".join(_short_source(str(c.get("against", "")))
+                             for c in checks),
+                   ", ".join(f"{c['overlap']} in {_short_source(str(c['against']))}"
+                             for c in leaks) or "0",
+                   "LEAK" if leaks else "ok"])
   notes = [f"- {run.label}: training task not checked: "
            f"{run.data['training_task_unchecked']}"
            for run in evaluations if run.data.get("training_task_unchecked")]
@@ -322,10 +337,12 @@ def _leakage_section(evaluations: Sequence[Run],
   return (["## Held-out data and leakage", "",
            "Overlap of normalised question text between each evaluated split "
            "and the data the model was trained on (the data package's "
-           "leakage check). A non-zero overlap means the score is not a "
-           "held-out score.", ""]
-          + (_table(["model", "evaluated", "against", "overlapping questions",
-                     "verdict"], rows) if rows else [])
+           "leakage check): the dataset's own training split, the training "
+           "files given to `cot-distill evaluate`, and the checkpoint's "
+           "training task. Any overlap means the score is not a held-out "
+           "score.", ""]
+          + (_table(["model", "evaluated", "compared against",
+                     "overlapping questions", "verdict"], rows) if rows else [])
           + (notes + [""] if notes else []))
 
 
