@@ -172,6 +172,7 @@ def test_cross_validation_over_fold_checkpoints(tmp_path, data_dir, spm_path):
   report_lib.build_report([tmp_path / "out"], tmp_path / "report")
   markdown = (tmp_path / "report" / "report.md").read_text()
   assert "| mawps (5-fold CV) |" in markdown
+  assert "first N examples per task only" in markdown  # --limit 4
   assert "## Cross-validation" in markdown
   assert "50.0%, 50.0%, 50.0%, 50.0%, 50.0% | 50.0% ± 0.0 | 50.0% [29.9, 70.1]" in markdown
   assert "| mawps/fold2 | mawps/fold2_train | 0 | ok |" in markdown

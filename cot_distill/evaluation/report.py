@@ -90,6 +90,11 @@ def _accuracy_section(evaluations: Sequence[Run], out_dir: pathlib.Path,
         r["formatted"],
         _percent(r["answer_found_rate"]), _number(r["mean_generated_words"]),
         _number(r["mean_generated_tokens"])] for r in rows])
+  limited = [f"{run.label} ({run.data['limit']})" for run in evaluations
+             if run.data.get("limit")]
+  if limited:
+    lines += ["Quick runs, first N examples per task only (not comparable "
+              "with full-split results): " + ", ".join(limited) + ".", ""]
   calculator_rows = [r for r in rows if r["calculator"]]
   if calculator_rows:
     lines += ["### With the external calculator", "",
