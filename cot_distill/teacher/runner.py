@@ -472,8 +472,12 @@ async def _run_pending(config, options, builder, run, pending, examples, api_key
       await asyncio.to_thread(run.write_manifest, manifest(teacher.stats, "running"))
 
   refresher = asyncio.ensure_future(keep_manifest_fresh())
+  # Twice as many workers as request slots: while one worker judges and
+  # writes the question it just got back, another already waits with its
+  # next prompt, so no slot idles (with one worker per slot the annotate run
+  # reached 0.61 of the bound where the bare client reached 0.75).
   workers = [asyncio.ensure_future(worker())
-             for _ in range(max(1, min(options.concurrency, len(pending))))]
+             for _ in range(max(1, min(2 * options.concurrency, len(pending))))]
   try:
     await asyncio.gather(*workers)
   finally:
