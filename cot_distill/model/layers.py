@@ -97,9 +97,10 @@ class Embed(nn.Module):
   def __call__(self, tokens: Array) -> Array:
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"token ids must be integers, got {tokens.dtype}")
-    # A gather; T5X's one-hot matmul gives the same values (exactly one
-    # non-zero term per output) at vocab-times the cost on CPU.
-    output = jnp.take(jnp.asarray(self.embedding, self.dtype), tokens, axis=0)
+    # Gather, then cast: T5X's one-hot matmul gives the same values (exactly
+    # one non-zero term per output), and casting only the gathered rows keeps
+    # a decoding step from converting the whole table every time.
+    output = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
     return constrain(output, ("batch", "length", "embed"))
 
   def attend(self, query: Array) -> Array:
@@ -174,12 +175,18 @@ def mask_to_bias(mask: Array, dtype: Any) -> Array:
 
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,
                           *, dtype: Any, float32_logits: bool, dropout_rate: float,
-                          dropout_rng: Array | None) -> Array:
-  """softmax(q k^T + bias) v over [batch, length, heads, head_dim] arrays."""
+                          dropout_rng: Array | None, heads_major: bool = False) -> Array:
+  """softmax(q k^T + bias) v; query [batch, q, heads, head_dim].
+
+  Keys and values are [batch, k, heads, head_dim], or [batch, heads, k,
+  head_dim] with `heads_major` (the decoding cache's layout: the attention
+  dots then read the cache in place instead of transposing it every step).
+  """
   if float32_logits:
     query = query.astype(jnp.float32)
     key = key.astype(jnp.float32)
-  weights = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+  key_spec = "bhkd" if heads_major else "bkhd"
+  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key)
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
@@ -190,15 +197,15 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
     shape[-2] = 1
     keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
     weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value)
 
 
 class MultiHeadAttention(nn.Module):
   """T5 attention with T5X's param tree: query/key/value/out kernels.
 
-  Decoding keeps its state in the flax "cache" collection:
-  - self-attention: `cached_key`/`cached_value` [batch, max_length, heads,
-    head_dim], written at `decode_index` each step;
+  Decoding keeps its state in the flax "cache" collection, heads-major
+  [batch, heads, length, head_dim] so the attention dots read it in place:
+  - self-attention: `cached_key`/`cached_value`, written at `decode_index`;
   - cross-attention: the projected encoder keys and values, computed once by
     the cache-initialising call, since the encoder output never changes.
   """
@@ -226,20 +233,22 @@ class MultiHeadAttention(nn.Module):
     query_init = lambda *args: ATTENTION_KERNEL_INIT(*args) / depth_scaling
     query = self._project("query", inputs_q, query_init)
 
+    heads_major = False
     if decode and cross:
-      key, value = self._cross_cache(inputs_kv)
+      key, value, heads_major = self._cross_cache(inputs_kv)
     else:
       key = self._project("key", inputs_kv, ATTENTION_KERNEL_INIT)
       value = self._project("value", inputs_kv, ATTENTION_KERNEL_INIT)
       if decode:
-        key, value = self._self_cache(key, value, decode_index, cache_length)
+        key, value, heads_major = self._self_cache(key, value, decode_index, cache_length)
 
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
     x = dot_product_attention(query, key, value, bias, dtype=self.dtype,
                               float32_logits=self.float32_logits,
-                              dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
+                              dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
+                              heads_major=heads_major)
     x = x.reshape(x.shape[:-2] + (self.num_heads * self.head_dim,))
     return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype=self.dtype,
                  param_dtype=self.param_dtype, kernel_init=ATTENTION_KERNEL_INIT,
@@ -247,45 +256,44 @@ class MultiHeadAttention(nn.Module):
 
   def _self_cache(self, key: Array, value: Array, decode_index: Array | None,
                   cache_length: int | None):
-    """Stores this step's key/value and returns the whole cache.
+    """Stores this step's key/value; returns (keys, values, heads_major).
 
-    The cache-initialising call only creates zeros of length `cache_length`
-    (its own output is discarded); later calls see one position at a time.
+    The cache-initialising call only creates zeros [batch, heads,
+    cache_length, head_dim] and attends over its own input (its output is
+    discarded); later calls see one position at a time and attend over the
+    whole cache (positions not yet written are masked by the caller's bias).
     """
-    initialized = self.has_variable("cache", "cached_key")
-    if not initialized:
+    if not self.has_variable("cache", "cached_key"):
       if cache_length is None:
         raise ValueError("initialising the decoding cache needs its length")
-      shape = (key.shape[0], cache_length) + key.shape[2:]
+      shape = (key.shape[0], self.num_heads, cache_length, self.head_dim)
       self.put_variable("cache", "cached_key", jnp.zeros(shape, key.dtype))
       self.put_variable("cache", "cached_value", jnp.zeros(shape, value.dtype))
-      return key, value
+      return key, value, False
     cached_key = self.variable("cache", "cached_key")
     cached_value = self.variable("cache", "cached_value")
     if key.shape[1] != 1:
       raise ValueError(f"cached decoding feeds one position per step, got "
-                       f"{key.shape[1]} (cache length {cached_key.value.shape[1]})")
-    start = (0, decode_index, 0, 0)
+                       f"{key.shape[1]} (cache length {cached_key.value.shape[2]})")
+    start = (0, 0, decode_index, 0)
     cached_key.value = jax.lax.dynamic_update_slice(
-        cached_key.value, key.astype(cached_key.value.dtype), start)
+        cached_key.value, jnp.swapaxes(key, 1, 2).astype(cached_key.value.dtype), start)
     cached_value.value = jax.lax.dynamic_update_slice(
-        cached_value.value, value.astype(cached_value.value.dtype), start)
-    return cached_key.value, cached_value.value
+        cached_value.value, jnp.swapaxes(value, 1, 2).astype(cached_value.value.dtype), start)
+    return cached_key.value, cached_value.value, True
 
   def _cross_cache(self, encoded: Array | None):
-    initialized = self.has_variable("cache", "cached_cross_key")
-    if initialized:
-      key = self.get_variable("cache", "cached_cross_key")
-      value = self.get_variable("cache", "cached_cross_value")
-      # Params are still declared so the tree is complete under `init`.
-      return key, value
+    """Encoder keys/values, projected once by the cache-initialising call."""
+    if self.has_variable("cache", "cached_cross_key"):
+      return (self.get_variable("cache", "cached_cross_key"),
+              self.get_variable("cache", "cached_cross_value"), True)
     if encoded is None:
       raise ValueError("the cache-initialising decode call needs the encoder output")
     key = self._project("key", encoded, ATTENTION_KERNEL_INIT)
     value = self._project("value", encoded, ATTENTION_KERNEL_INIT)
-    self.put_variable("cache", "cached_cross_key", key)
-    self.put_variable("cache", "cached_cross_value", value)
-    return key, value
+    self.put_variable("cache", "cached_cross_key", jnp.swapaxes(key, 1, 2))
+    self.put_variable("cache", "cached_cross_value", jnp.swapaxes(value, 1, 2))
+    return key, value, False
 
 
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {

@@ -72,7 +72,7 @@ class EncoderDecoderModel:
     self.eos_id = eos_id
     self._predict = jax.jit(self._predict_impl, static_argnames=(
         "decode_method", "num_decodes", "temperature", "top_k", "top_p", "beam_size",
-        "max_decode_length", "alpha", "use_cache", "eos_id"))
+        "max_decode_length", "alpha", "use_cache", "eos_id", "activation_dtype"))
 
   # --- initialisation -----------------------------------------------------
 
@@ -167,7 +167,7 @@ class EncoderDecoderModel:
                     top_p: float = 1.0, beam_size: int = 4, alpha: float = 0.6,
                     rng: Array | None = None, max_decode_length: int | None = None,
                     return_scores: bool = False, use_cache: bool = True,
-                    eos_id: int | None | str = "default"):
+                    eos_id: int | None | str = "default", activation_dtype: str | None = None):
     """Decodes `batch["encoder_input_tokens"]`; jit-compiled per static setting.
 
     Returns int32 tokens [B, L] (or [B, N, L] when num_decodes > 1) and, with
@@ -177,6 +177,9 @@ class EncoderDecoderModel:
     beam_size beams, best first. L is max_decode_length, else the width of
     batch["decoder_input_tokens"]. eos_id=None forces the full length.
     `use_cache=False` reruns the whole prefix every step (a slow reference).
+    `activation_dtype` overrides config.dtype for this call: XLA's CPU
+    backend multiplies bfloat16 matrices several times slower than float32,
+    so CPU evaluation of a bfloat16-trained model is faster in "float32".
     """
     if decode_method not in DECODE_METHODS:
       raise ValueError(f"decode_method must be one of {DECODE_METHODS}, got {decode_method!r}")
@@ -195,28 +198,29 @@ class EncoderDecoderModel:
         decode_method=decode_method, num_decodes=num_decodes,
         temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
         beam_size=beam_size, max_decode_length=int(max_decode_length), alpha=float(alpha),
-        use_cache=use_cache, eos_id=self.eos_id if eos_id == "default" else eos_id)
+        use_cache=use_cache, eos_id=self.eos_id if eos_id == "default" else eos_id,
+        activation_dtype=activation_dtype)
     if num_decodes == 1:
       tokens, scores = tokens[:, 0], scores[:, 0]
     return (tokens, scores) if return_scores else tokens
 
-  def _step_function(self, params: Any, encoder_tokens: Array, max_decode_length: int,
-                     use_cache: bool):
+  def _step_function(self, module: Transformer, params: Any, encoder_tokens: Array,
+                     max_decode_length: int, use_cache: bool):
     """(tokens_to_logits, initial state) over rows already expanded per decode."""
-    encoded = self.module.apply({"params": params}, encoder_tokens, enable_dropout=False,
-                                method=self.module.encode)
+    encoded = module.apply({"params": params}, encoder_tokens, enable_dropout=False,
+                                method=module.encode)
     rows = encoder_tokens.shape[0]
     if use_cache:
-      _, variables = self.module.apply(
+      _, variables = module.apply(
           {"params": params}, encoded, encoder_tokens, jnp.zeros((rows, 1), jnp.int32),
           decode=True, max_decode_length=max_decode_length, enable_dropout=False,
-          mutable=["cache"], method=self.module.decode)
+          mutable=["cache"], method=module.decode)
 
       def tokens_to_logits(ids, cache):
-        logits, new_variables = self.module.apply(
+        logits, new_variables = module.apply(
             {"params": params, "cache": cache}, None, encoder_tokens, ids, decode=True,
             max_decode_length=max_decode_length, enable_dropout=False, mutable=["cache"],
-            method=self.module.decode)
+            method=module.decode)
         return logits[:, 0], new_variables["cache"]
       return tokens_to_logits, variables["cache"]
 
@@ -226,23 +230,26 @@ class EncoderDecoderModel:
     def tokens_to_logits_uncached(ids, state):
       buffer, index = state
       buffer = jax.lax.dynamic_update_slice(buffer, ids.astype(jnp.int32), (0, index))
-      logits = self.module.apply(
+      logits = module.apply(
           {"params": params}, encoded, encoder_tokens, buffer, jnp.ones_like(buffer),
-          enable_dropout=False, method=self.module.decode)
+          enable_dropout=False, method=module.decode)
       return jax.lax.dynamic_index_in_dim(logits, index, 1, keepdims=False), (buffer, index + 1)
     buffer = jnp.zeros((rows, max_decode_length), jnp.int32)
     return tokens_to_logits_uncached, (buffer, jnp.zeros((), jnp.int32))
 
   def _predict_impl(self, params, encoder_tokens, rng, *, decode_method, num_decodes,
                     temperature, top_k, top_p, beam_size, max_decode_length, alpha,
-                    use_cache, eos_id):
-    params = cast_params_for_inference(params, self.config)
+                    use_cache, eos_id, activation_dtype):
+    module = self.module
+    if activation_dtype is not None and activation_dtype != self.config.dtype:
+      module = Transformer(self.config.replace(dtype=activation_dtype))
+    params = cast_params_for_inference(params, module.config)
     batch_size = encoder_tokens.shape[0]
     copies = beam_size if decode_method == "beam" else num_decodes
     # Row b * copies + j is copy j of input b (beam search's layout).
     expanded = jnp.repeat(encoder_tokens, copies, axis=0)
-    tokens_to_logits, state = self._step_function(params, expanded, max_decode_length,
-                                                  use_cache)
+    tokens_to_logits, state = self._step_function(module, params, expanded,
+                                                  max_decode_length, use_cache)
     if decode_method == "beam":
       if eos_id is None:
         raise ValueError("beam search needs an eos_id")

@@ -101,8 +101,14 @@ def _load_legacy(path: str) -> dict[str, np.ndarray]:
     if isinstance(value, dict) and "driver" in value:
       # A TensorStore spec whose kvstore path is relative to the checkpoint.
       spec = dict(value)
-      relative = spec["kvstore"]["path"]
-      spec["kvstore"] = _kvstore(_join(path, relative))
+      # Current T5X nests the path in a kvstore; older versions put it at the top.
+      kvstore = spec.get("kvstore")
+      relative = kvstore["path"] if isinstance(kvstore, dict) else spec.pop("path", kvstore)
+      if not isinstance(relative, str):
+        raise CheckpointError(f"{path}/checkpoint: array {name!r} has a TensorStore spec "
+                              f"without a path: {value}")
+      spec["kvstore"] = _kvstore(relative if _is_remote(relative) or os.path.isabs(relative)
+                                 else _join(path, relative))
       value = _read_zarr(spec, name)
     flat[name] = np.asarray(value)
   return flat
