@@ -173,3 +173,37 @@ def test_gradients_flow_to_every_parameter():
   for name, gradient in param_tree.flatten(gradients).items():
     assert np.abs(np.asarray(gradient)).max() > 0, name
   assert count_parameters(params) == count_parameters(gradients)
+
+
+# T5X's standard logical-to-mesh rules (partitioning.standard_logical_axis_rules,
+# 1-D model parallelism); axes not named here stay replicated.
+_RULES = (("batch", "data"), ("vocab", "model"), ("embed", None), ("mlp", "model"),
+          ("heads", "model"), ("kv", None), ("joined_kv", "model"),
+          ("relpos_buckets", None), ("length", None))
+
+
+def test_sharded_over_8_devices_equals_one_device():
+  """Params laid out by their logical axes on a 4x2 mesh give the same loss and decode."""
+  from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
+  assert len(jax.devices()) == 8, "conftest must request 8 fake CPU devices"
+  model, params = _model_and_params(num_heads=4, mlp_dim=16)
+  rng = np.random.RandomState(4)
+  batch = {"encoder_input_tokens": jnp.asarray(rng.randint(2, 64, (8, 8)), jnp.int32),
+           "decoder_input_tokens": jnp.asarray(rng.randint(2, 64, (8, 8)), jnp.int32),
+           "decoder_target_tokens": jnp.asarray(rng.randint(2, 64, (8, 8)), jnp.int32)}
+  loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
+  tokens = model.predict_batch(params, batch, max_decode_length=6)
+
+  mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+  abstract = jax.eval_shape(lambda: model.get_initial_variables(jax.random.PRNGKey(0), SHAPES))
+  with nn.logical_axis_rules(_RULES):
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, _RULES)
+  sharded = jax.device_put(params, shardings["params"])
+  assert tuple(sharded["decoder"]["logits_dense"]["kernel"].sharding.spec) == (None, "model")
+  sharded_batch = jax.device_put(batch, NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  with mesh, nn.logical_axis_rules(_RULES):
+    sharded_loss, sharded_metrics = jax.jit(model.loss_fn)(sharded, sharded_batch, None)
+    sharded_tokens = model.predict_batch(sharded, sharded_batch, max_decode_length=6)
+  np.testing.assert_allclose(sharded_loss, loss, rtol=1e-5)
+  np.testing.assert_allclose(sharded_metrics["accuracy"], metrics["accuracy"])
+  np.testing.assert_array_equal(sharded_tokens, tokens)
