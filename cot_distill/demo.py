@@ -49,7 +49,7 @@ class DemoSize:
 
   train_examples: int  # per task, before filtering
   test_examples: int  # per task and evaluation split
-  train_steps_in_distribution: int  # people / words per question in train + test
+  steps_in_distribution: tuple[int, ...]  # people / words per question in train + test
   ood_steps: int  # people / words in the out-of-distribution split
   train_steps: int  # optimizer steps per student
   batch_size: int  # packed rows per step
@@ -62,13 +62,13 @@ class DemoSize:
 
 
 SIZES = {
-    "default": DemoSize(train_examples=1200, test_examples=200,
-                        train_steps_in_distribution=3, ood_steps=5,
-                        train_steps=700, batch_size=16, emb_dim=128,
+    "default": DemoSize(train_examples=1500, test_examples=200,
+                        steps_in_distribution=(2, 3, 4), ood_steps=6,
+                        train_steps=800, batch_size=16, emb_dim=128,
                         num_layers=2, num_heads=4, mlp_dim=256,
                         vocab_size=640, eval_batch_size=100),
     "smoke": DemoSize(train_examples=120, test_examples=16,
-                      train_steps_in_distribution=2, ood_steps=3,
+                      steps_in_distribution=(2,), ood_steps=3,
                       train_steps=30, batch_size=8, emb_dim=32,
                       num_layers=1, num_heads=2, mlp_dim=64,
                       vocab_size=400, eval_batch_size=16),
@@ -83,9 +83,16 @@ class DemoConfig:
   teacher_error_rate: float = 0.2
   teacher_latency_ms: float = 20.0
   seed: int = 0
-  # Feature lengths: questions and five-step rationales fit comfortably.
-  input_length: int = 96
-  target_length: int = 160
+  # Token lengths under the demo vocabulary (about 17 tokens per person in a
+  # coin-flip question). Training packs to the first three: 4-person
+  # questions and their teacher CoTs fit, and a short answer-only target
+  # keeps that student's decoder cheap. Evaluation reads the longer
+  # out-of-distribution questions and leaves room for their longer chains.
+  input_length: int = 80
+  cot_target_length: int = 112
+  answer_target_length: int = 8
+  eval_input_length: int = 128
+  eval_cot_decode_length: int = 192
 
   @property
   def sizes(self) -> DemoSize:
@@ -115,17 +122,34 @@ def _write_examples(path: pathlib.Path, examples: Sequence[Example]) -> None:
   os.replace(tmp, path)
 
 
+def _mixed_lengths(task: str, n: int, steps: Sequence[int], seed: int,
+                   split: str, exclude: Sequence[Example] = ()) -> list[Example]:
+  """`n` examples spread evenly over several lengths, ids renumbered in order.
+
+  Training on mixed lengths teaches the student to take as many steps as the
+  question has people or words, instead of a fixed count.
+  """
+  generate = _GENERATORS[task]
+  examples: list[Example] = []
+  for i, length in enumerate(steps):
+    count = n // len(steps) + (1 if i < n % len(steps) else 0)
+    examples += generate(count, length, seed, split, exclude=exclude)
+  return [dataclasses.replace(e, id=f"{e.dataset}/{split}/{index}")
+          for index, e in enumerate(examples)]
+
+
 def generate_data(config: DemoConfig) -> dict[str, dict[str, pathlib.Path]]:
   """Writes train / test / ood JSONL files per task; returns their paths."""
   sizes = config.sizes
   paths: dict[str, dict[str, pathlib.Path]] = {}
   for task in config.tasks:
-    generate = _GENERATORS[task]
-    train = generate(sizes.train_examples, sizes.train_steps_in_distribution,
-                     config.seed, "train")
-    test = generate(sizes.test_examples, sizes.train_steps_in_distribution,
-                    config.seed, "test", exclude=train)
-    ood = generate(sizes.test_examples, sizes.ood_steps, config.seed, "ood")
+    train = _mixed_lengths(task, sizes.train_examples,
+                           sizes.steps_in_distribution, config.seed, "train")
+    test = _mixed_lengths(task, sizes.test_examples,
+                          sizes.steps_in_distribution, config.seed, "test",
+                          exclude=train)
+    ood = _mixed_lengths(task, sizes.test_examples, (sizes.ood_steps,),
+                         config.seed, "ood")
     paths[task] = {}
     for split, examples in (("train", train), ("test", test), ("ood", ood)):
       path = pathlib.Path(config.out_dir) / "data" / f"{task}_{split}.jsonl"
@@ -247,9 +271,14 @@ def student_model(config: DemoConfig):
       num_heads=sizes.num_heads, head_dim=sizes.emb_dim // sizes.num_heads,
       num_encoder_layers=sizes.num_layers, num_decoder_layers=sizes.num_layers,
       mlp_dim=sizes.mlp_dim, dropout_rate=0.0, dtype="float32")
-  # Mean loss per token keeps the learning rate independent of packing.
-  return models.EncoderDecoderModel(t5_config,
-                                    loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+  # T5X's default loss (summed over target tokens); AdamW's update does not
+  # depend on the loss scale.
+  return models.EncoderDecoderModel(t5_config)
+
+
+def _target_length(config: DemoConfig, target_format: str) -> int:
+  return (config.cot_target_length if target_format == "cot"
+          else config.answer_target_length)
 
 
 def train_student(config: DemoConfig, target_format: str) -> pathlib.Path:
@@ -262,7 +291,7 @@ def train_student(config: DemoConfig, target_format: str) -> pathlib.Path:
       model=student_model(config),
       mixture_or_task_name=training_task_name(target_format),
       task_feature_lengths={"inputs": config.input_length,
-                            "targets": config.target_length},
+                            "targets": _target_length(config, target_format)},
       train_steps=sizes.train_steps, batch_size=sizes.batch_size,
       model_dir=str(model_dir), pack=True, seed=config.seed,
       optimizer=optimizers.adamw,
@@ -292,8 +321,10 @@ def evaluate_student(config: DemoConfig, target_format: str,
       checkpoint=str(model_dir), tasks=specs,
       out_dir=str(pathlib.Path(config.out_dir) / "evaluations" / target_format),
       batch_size=config.sizes.eval_batch_size, target_format=target_format,
-      max_input_length=config.input_length,
-      max_decode_length=config.target_length, train_data=train_data,
+      max_input_length=config.eval_input_length,
+      max_decode_length=(config.eval_cot_decode_length if target_format == "cot"
+                         else config.answer_target_length),
+      train_data=train_data,
       label=f"demo {target_format} student")
 
 
@@ -304,8 +335,9 @@ def comparison_table(config: DemoConfig,
             f"{'CoT answer found':>18}")
   lines = [header, "-" * len(header)]
   for task in config.tasks:
-    for split, steps in (("test", sizes.train_steps_in_distribution),
-                         ("ood", sizes.ood_steps)):
+    low, high = min(sizes.steps_in_distribution), max(sizes.steps_in_distribution)
+    in_distribution = str(low) if low == high else f"{low}-{high}"
+    for split, steps in (("test", in_distribution), ("ood", sizes.ood_steps)):
       name = f"{task}_{split}"
       cells = []
       for target_format in FORMATS:
