@@ -49,6 +49,11 @@ _KOJIMA = ("Kojima et al.'s text-davinci-002 zero-shot-CoT log imported with "
            "`cot-distill annotate --from-log`; the log covers an EVALUATION set")
 
 RUNS: tuple[AnnotationRun, ...] = (
+    # Your own teacher run over GSM8K train (`cot-distill annotate --dataset
+    # gsm8k --split train --out $COT_DISTILL_RUNS_DIR/gsm8k/teacher`): the
+    # paper's recipe (gin/recipes, gin/t5x) trains on it.
+    AnnotationRun("gsm8k", "teacher", "gsm8k/teacher",
+                  note="hinted 8-shot teacher run over GSM8K train (paper recipe)."),
     AnnotationRun("gsm8k", "gpt3", "gsm8k/gpt3",
                   note=f"{_KOJIMA} (GSM8K test): a plumbing check, never a "
                   "training set; do not evaluate its students on GSM8K test."),
