@@ -75,3 +75,17 @@ def test_tpu_pod_uses_jax_cluster_detection(initialize_calls):
   assert multihost.initialize(environ={"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"})
   assert multihost.initialize(environ={"TPU_WORKER_HOSTNAMES": "w0"}) is False
   assert initialize_calls == [{}]
+
+
+@pytest.mark.slow
+def test_bench_train_runs_and_prints_same_run_ratios(capsys):
+  """The benchmark end to end at toy size (its figures are not asserted)."""
+  status = cli.main(["bench", "train", "--model", "t5_1_1_tiny", "--batch-size", "8",
+                     "--input-length", "8", "--target-length", "8", "--steps", "2",
+                     "--warmup", "1", "--dtypes", "float32"])
+  output = capsys.readouterr().out
+  assert status == 0
+  for row in ("ours (adafactor, float32 activations)", "hf-fp32 (AdamW)",
+              "hf-bf16 autocast (AdamW)", "T5X trainer"):
+    assert row in output
+  assert "(64 target tokens/step)" in output

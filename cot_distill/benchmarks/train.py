@@ -13,6 +13,9 @@ ended with a device sync; the figure is the median step.
   hf-fp32     Hugging Face transformers + PyTorch, float32, AdamW.
   hf-bf16     the same under torch.autocast(bfloat16).
 
+The systems are timed in turn, one step each per round, so a change in the
+machine's load hits them all alike.
+
 Ratios are against the fastest HF baseline measured in this run. The
 machine's other load moves every number; compare ratios from one run.
 """
@@ -54,19 +57,28 @@ def register(subparsers) -> None:
                       default="adafactor", help="our step's optimizer")
   parser.add_argument("--no-baseline", action="store_true",
                       help="skip the Hugging Face + PyTorch baselines")
-  parser.add_argument("--baseline-steps", type=int, default=None,
-                      help="timed HF steps (default: --steps)")
   parser.set_defaults(func=run)
 
 
-def _time_steps(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
-  for _ in range(warmup):
-    step()
-  times = []
-  for _ in range(steps):
-    started = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - started)
+def _time_round_robin(systems: dict[str, Callable[[], None]], warmup: int,
+                      steps: int) -> dict[str, list[float]]:
+  """Warm every system up, then time them one step each in turn.
+
+  Interleaving spreads the machine's changing load evenly over the systems,
+  so their ratio means something even when the absolute times drift.
+  """
+  for name, step in systems.items():
+    print(f"warming up {name} ({warmup} steps, compilation included)", flush=True)
+    for _ in range(warmup):
+      step()
+  times = {name: [] for name in systems}
+  for round_index in range(steps):
+    for name, step in systems.items():
+      started = time.perf_counter()
+      step()
+      times[name].append(time.perf_counter() - started)
+    print(f"round {round_index + 1}/{steps}: " + ", ".join(
+        f"{name} {values[-1]:.2f}s" for name, values in times.items()), flush=True)
   return times
 
 
@@ -144,11 +156,10 @@ def _row(name: str, times: list[float], target_tokens: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
   target_tokens = args.batch_size * args.target_length
-  rows = []
+  systems = {}
   for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-    times = _time_steps(_our_step(args, dtype), args.warmup, args.steps)
-    rows.append(_row(f"ours ({args.optimizer}, {dtype} activations)", times, target_tokens))
-  baselines = []
+    systems[f"ours ({args.optimizer}, {dtype} activations)"] = _our_step(args, dtype)
+  baseline_names = []
   if not args.no_baseline:
     try:
       import torch  # pylint: disable=import-outside-toplevel,unused-import
@@ -156,10 +167,14 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
       print("torch/transformers not installed: no same-run baseline")
     else:
-      steps = args.baseline_steps or args.steps
-      for name, autocast in (("hf-fp32 (AdamW)", False), ("hf-bf16 autocast (AdamW)", True)):
-        baselines.append(_row(name, _time_steps(_hf_step(args, autocast), args.warmup, steps),
-                              target_tokens))
+      for name, autocast in (("hf-fp32 (AdamW)", False),
+                             ("hf-bf16 autocast (AdamW)", True)):
+        systems[name] = _hf_step(args, autocast)
+        baseline_names.append(name)
+  times = _time_round_robin(systems, args.warmup, args.steps)
+  rows = [_row(name, values, target_tokens) for name, values in times.items()
+          if name not in baseline_names]
+  baselines = [_row(name, times[name], target_tokens) for name in baseline_names]
   _print(args, rows, baselines, target_tokens)
   return 0
 
@@ -169,14 +184,20 @@ def _print(args, rows, baselines, target_tokens) -> None:
   print(f"T5 config {args.model}, batch {args.batch_size}, {args.input_length} input / "
         f"{args.target_length} target tokens ({target_tokens} target tokens/step); "
         f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; "
-        f"CPUs: {os.cpu_count()}; median of {args.steps} steps after {args.warmup} warm-up")
+        f"CPUs: {os.cpu_count()}; median of {args.steps} round-robin steps after "
+        f"{args.warmup} warm-up; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  # Ratios = fastest HF time / this system's time (> 1: faster than HF), by
+  # median and by best step (the best step is the least disturbed by load).
   fastest = min(baselines, key=lambda row: row["median"]) if baselines else None
-  print(f"{'system':44s} {'s/step':>8s} {'min':>7s} {'max':>7s} {'tok/s':>8s} "
-        f"{'vs fastest HF':>13s}")
+  fastest_min = min(row["min"] for row in baselines) if baselines else None
+  print(f"{'system':44s} {'s/step':>7s} {'min':>7s} {'max':>7s} {'tok/s':>7s} "
+        f"{'tok/s@min':>9s} {'vs HF':>6s} {'@min':>6s}")
   for row in rows + baselines:
-    ratio = (f"{fastest['median'] / row['median']:.2f}x" if fastest else "-")
-    print(f"{row['name']:44s} {row['median']:8.3f} {row['min']:7.3f} {row['max']:7.3f} "
-          f"{row['tokens_per_second']:8.1f} {ratio:>13s}")
+    ratio = f"{fastest['median'] / row['median']:.2f}x" if fastest else "-"
+    ratio_min = f"{fastest_min / row['min']:.2f}x" if fastest else "-"
+    print(f"{row['name']:44s} {row['median']:7.3f} {row['min']:7.3f} {row['max']:7.3f} "
+          f"{row['tokens_per_second']:7.1f} {target_tokens / row['min']:9.1f} "
+          f"{ratio:>6s} {ratio_min:>6s}")
   print("reference (issue 6, same setting on the 2-core machine, not this run):")
   for name, seconds in REFERENCE_SECONDS_PER_STEP.items():
     print(f"  {name:52s} {seconds:5.2f} s/step  {1024 / seconds:6.1f} tok/s")

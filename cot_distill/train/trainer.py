@@ -303,8 +303,10 @@ class _TrainLoop:
         if self.evaluator and self.evaluator.should_run(step, self.train_steps):
           eval_metrics = self._evaluate(writer, train_state, step)
         preempted = watcher.reached(step) and not last
-        if (last or preempted or eval_metrics is not None
-            and self.checkpoint.best_metric
+        # An eval that ranks checkpoints needs its step saved to count.
+        ranked_eval = (eval_metrics is not None
+                       and self.checkpoint.best_metric is not None)
+        if (last or preempted or ranked_eval
             or step % self.checkpoint.save_every_steps == 0):
           self._save(train_state, step, eval_metrics)
         timer.exclude(time.perf_counter() - started)
