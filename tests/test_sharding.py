@@ -227,8 +227,10 @@ def test_data_parallel_refuses_model_partitions():
     partitioning.Partitioner("data_parallel", 2)
   with pytest.raises(ValueError, match="choose one of"):
     partitioning.Partitioner("pipeline")
+  # The mesh (and so the device-count check) is built on first use, after
+  # jax.distributed.initialize has made every host's devices visible.
   with pytest.raises(ValueError, match="must divide"):
-    partitioning.Partitioner("model_parallel", 3)
+    _ = partitioning.Partitioner("model_parallel", 3).mesh
 
 
 def test_single_host_reads_the_whole_batch():
