@@ -79,8 +79,11 @@ def accuracy_bars(rows: Sequence[Mapping], path: pathlib.Path, *,
         axes.text(x, height / 2, f"{height:.1f}", ha="center", va="center",
                   fontsize=7, color="white", rotation=90 if width < 0.2 else 0)
   axes.set_xticks(range(len(tasks)))
-  axes.set_xticklabels(tasks, rotation=20 if len(tasks) > 4 else 0,
-                       ha="right" if len(tasks) > 4 else "center")
+  # Long task names ("last_letters_test") collide when upright; tilt them
+  # whenever the labels would not fit side by side.
+  tilt = len(tasks) > 4 or max(len(t) for t in tasks) * len(tasks) > 48
+  axes.set_xticklabels(tasks, rotation=25 if tilt else 0,
+                       ha="right" if tilt else "center")
   axes.set_ylabel("accuracy (%)")
   axes.set_ylim(0, 105)
   axes.set_title(title)
