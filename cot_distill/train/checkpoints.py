@@ -14,6 +14,11 @@ so a step directory exists only whole; half-written ones (a killed save) are
 never listed and are cleaned up on the next start. A complete-looking but
 unreadable step (disk trouble, a hand-edited directory) is reported and the
 previous step is used instead.
+
+MODEL_DIR may be a local path or a URL (gs://...). Orbax handles both; our own
+side files (model_config.json, config.gin, metrics.jsonl) go through
+tf.io.gfile, because os/open on "gs://b/run" would quietly create a local
+directory named "gs:".
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+import tensorflow as tf
 from orbax.checkpoint import checkpoint_managers
 
 from cot_distill.model.config import T5Config
@@ -94,7 +100,7 @@ def _manager(model_dir: str, *, read_only: bool,
   handlers = {"params": ocp.StandardCheckpointHandler(),
               "optimizer": ocp.StandardCheckpointHandler(),
               "data": ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(os.path.abspath(model_dir), options=options,
+  return ocp.CheckpointManager(absolute_if_local(model_dir), options=options,
                                item_handlers=handlers)
 
 
@@ -172,12 +178,34 @@ class TrainCheckpointer:
     self._manager.close()
 
 
-def write_json_atomic(path: str, value: Any) -> None:
+def is_local_path(path: str) -> bool:
+  """False for URLs (gs://, s3://, ...), which os and open() cannot handle."""
+  return "://" not in str(path)
+
+
+def absolute_if_local(path: str) -> str:
+  """Orbax wants absolute local paths; a URL is left as it is."""
+  return os.path.abspath(path) if is_local_path(path) else path
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to a temporary file then renames it over `path`.
+
+  Readers never see half a file. Through tf.io.gfile so MODEL_DIR may be a
+  URL; on object stores the rename is a copy + delete, still all-or-nothing
+  for readers of `path`.
+  """
+  directory = os.path.dirname(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
   temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w", encoding="utf-8") as file:
-    json.dump(value, file, indent=2, sort_keys=True)
-    file.write("\n")
-  os.replace(temporary, path)
+  with tf.io.gfile.GFile(temporary, "w") as file:
+    file.write(text)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def write_json_atomic(path: str, value: Any) -> None:
+  write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_model_config(model_dir: str, *, config: T5Config,
@@ -185,7 +213,7 @@ def write_model_config(model_dir: str, *, config: T5Config,
                        mixture_or_task_name: str,
                        task_feature_lengths: Mapping[str, int]) -> None:
   """model_config.json: what an evaluator needs to rebuild the model."""
-  os.makedirs(model_dir, exist_ok=True)
+  tf.io.gfile.makedirs(model_dir)
   write_json_atomic(os.path.join(model_dir, MODEL_CONFIG_FILE), {
       "model": config.to_dict(),
       "vocabulary": dict(vocabulary),
@@ -196,9 +224,9 @@ def write_model_config(model_dir: str, *, config: T5Config,
 
 def _resolve_checkpoint(path: str, step: int | None) -> tuple[str, int | None]:
   """(model_dir, step) from a MODEL_DIR or a MODEL_DIR/checkpoint_<n> path."""
-  path = os.path.abspath(path)
-  match = _STEP_DIR.match(os.path.basename(path.rstrip("/")))
-  if match and not os.path.exists(os.path.join(path, MODEL_CONFIG_FILE)):
+  path = absolute_if_local(path).rstrip("/")
+  match = _STEP_DIR.match(os.path.basename(path))
+  if match and not tf.io.gfile.exists(os.path.join(path, MODEL_CONFIG_FILE)):
     if step is not None and step != int(match.group(1)):
       raise ValueError(f"restore_params: {path} is step {match.group(1)} but "
                        f"step={step} was asked for")
@@ -222,10 +250,10 @@ def restore_params(path: str, step: int | None = None, *,
   """
   model_dir, step = _resolve_checkpoint(path, step)
   config_path = os.path.join(model_dir, MODEL_CONFIG_FILE)
-  if not os.path.exists(config_path):
+  if not tf.io.gfile.exists(config_path):
     raise FileNotFoundError(f"restore_params: {config_path} not found; is "
                             f"{path} a cot-distill MODEL_DIR?")
-  with open(config_path, encoding="utf-8") as file:
+  with tf.io.gfile.GFile(config_path, "r") as file:
     model_config = json.load(file)
   manager = _manager(model_dir, read_only=True)
   try:

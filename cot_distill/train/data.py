@@ -73,6 +73,28 @@ def model_input_shapes(task_feature_lengths: Mapping[str, int],
   return shapes
 
 
+def require_examples(*, mixture_or_task_name: str,
+                     task_feature_lengths: Mapping[str, int],
+                     split: str = "train", use_cached: bool = False) -> None:
+  """Raises ValueError when the task yields no example at these lengths.
+
+  The training stream repeats forever, so an empty one (every example
+  dropped by the length filter, an empty file) would make the loop wait for
+  its first batch forever. One pass over the finite, unshuffled pipeline
+  stops at the first example, so this costs one example's preprocessing.
+  """
+  dataset = seqio.get_mixture_or_task(mixture_or_task_name).get_dataset(
+      sequence_length=dict(task_feature_lengths), split=split,
+      use_cached=use_cached, shuffle=False, num_epochs=1)
+  for _ in dataset.take(1):
+    return
+  raise ValueError(
+      f"task {mixture_or_task_name!r} split {split!r} yields no examples with "
+      f"task_feature_lengths={dict(task_feature_lengths)}: every example was "
+      "filtered out (training tasks drop examples longer than the feature "
+      "lengths) or the source is empty; raise the lengths or check the data")
+
+
 def train_batches(*, mixture_or_task_name: str,
                   task_feature_lengths: Mapping[str, int],
                   global_batch_size: int,

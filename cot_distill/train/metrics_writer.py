@@ -15,9 +15,11 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import tensorflow as tf
 from clu import metric_writers
 
 from cot_distill.model.config import T5Config
+from cot_distill.train import checkpoints
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -27,25 +29,51 @@ class JsonLinesWriter(metric_writers.MetricWriter):
 
   Appending (not rewriting) keeps the record of a preempted run: after a
   resume, steps after the checkpoint appear twice, and readers keep the last.
+
+  Object stores (gs://, a MODEL_DIR URL) cannot append to a file, so there
+  the writer keeps the whole file's text (what was there at start plus every
+  new line) and rewrites it atomically (tmp + rename) on each write. That is
+  quadratic in the number of log lines, which is fine for one line per log
+  interval; local paths keep the cheap append.
   """
 
   def __init__(self, path: str):
     self._path = path
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")
+    self._local = checkpoints.is_local_path(path)
+    directory = os.path.dirname(path)
+    if directory:
+      tf.io.gfile.makedirs(directory)
+    if self._local:
+      self._file = open(path, "a", encoding="utf-8")
+    else:
+      self._file = None
+      self._lines: list[str] = []
+      if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path, "r") as file:
+          previous = file.read()
+        if previous and not previous.endswith("\n"):
+          previous += "\n"  # A cut-off last line stays on its own line.
+        self._lines.append(previous)
+
+  def _write_line(self, record: Mapping[str, Any]) -> None:
+    line = json.dumps(record, sort_keys=True) + "\n"
+    if self._local:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._lines.append(line)
+      checkpoints.write_text_atomic(self._path, "".join(self._lines))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step)}
     for name, value in scalars.items():
       value = float(np.asarray(value))
       record[name] = value if math.isfinite(value) else str(value)
-    self._file.write(json.dumps(record, sort_keys=True) + "\n")
-    self._file.flush()
+    self._write_line(record)
 
   def write_texts(self, step: int, texts: Mapping[str, str]):
     record = {"step": int(step), **{name: str(text) for name, text in texts.items()}}
-    self._file.write(json.dumps(record, sort_keys=True) + "\n")
-    self._file.flush()
+    self._write_line(record)
 
   def write_summaries(self, step, values, metadata=None):
     del step, values, metadata
@@ -66,10 +94,13 @@ class JsonLinesWriter(metric_writers.MetricWriter):
     del hparams
 
   def flush(self):
-    self._file.flush()
+    # Non-local files are already rewritten whole on every write.
+    if self._file is not None:
+      self._file.flush()
 
   def close(self):
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def create_writer(model_dir: str) -> metric_writers.MetricWriter:
@@ -87,7 +118,7 @@ def read_metrics(model_dir: str) -> dict[int, dict[str, float]]:
   """The JSON-lines record as {step: metrics}; the last entry for a step wins."""
   records: dict[int, dict[str, float]] = {}
   path = os.path.join(model_dir, METRICS_FILE)
-  with open(path, encoding="utf-8") as file:
+  with tf.io.gfile.GFile(path, "r") as file:
     for line_number, line in enumerate(file, 1):
       if not line.strip():
         continue

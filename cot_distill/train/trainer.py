@@ -92,13 +92,11 @@ def _write_run_files(model_dir: str, model: Any, mixture_or_task_name: str,
   """config.gin (operative gin config, when gin drove the run) + model_config.json."""
   if jax.process_index() != 0:
     return
-  os.makedirs(model_dir, exist_ok=True)
+  # Through tf.io.gfile (in checkpoints), so a gs:// MODEL_DIR works.
   operative = gin.operative_config_str()
   if operative.strip():
-    temporary = os.path.join(model_dir, f"{CONFIG_FILE}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as file:
-      file.write(operative)
-    os.replace(temporary, os.path.join(model_dir, CONFIG_FILE))
+    checkpoints.write_text_atomic(os.path.join(model_dir, CONFIG_FILE),
+                                  operative)
   checkpoints.write_model_config(
       model_dir, config=model.config,
       vocabulary=_vocabulary_info(mixture_or_task_name),
@@ -186,6 +184,9 @@ def train(*,
     peak_flops_per_device: device peak FLOP/s, to log MFU.
   """
   data.import_task_module(mixture_or_task_module)
+  data.require_examples(mixture_or_task_name=mixture_or_task_name,
+                        task_feature_lengths=task_feature_lengths,
+                        use_cached=use_cached_tasks)
   partitioner = partitioner or partitioning.Partitioner()
   _write_run_files(model_dir, model, mixture_or_task_name, task_feature_lengths)
   schedule = optimizers.as_schedule(learning_rate)
