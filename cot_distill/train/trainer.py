@@ -299,18 +299,21 @@ class _TrainLoop:
           # Keep compilation out of later step times: restart the clock.
           jax.block_until_ready(metrics)
           timer = metrics_writer.StepTimer(step)
-        started = time.perf_counter()
-        eval_metrics = None
-        if self.evaluator and self.evaluator.should_run(step, self.train_steps):
-          eval_metrics = self._evaluate(writer, train_state, step)
         preempted = watcher.reached(step) and not last
-        # An eval that ranks checkpoints needs its step saved to count.
-        ranked_eval = (eval_metrics is not None
-                       and self.checkpoint.best_metric is not None)
-        if (last or preempted or ranked_eval
-            or step % self.checkpoint.save_every_steps == 0):
-          self._save(train_state, step, eval_metrics)
-        timer.exclude(time.perf_counter() - started)
+        evaluate = bool(self.evaluator) and self.evaluator.should_run(
+            step, self.train_steps)
+        save = (last or preempted or step % self.checkpoint.save_every_steps == 0
+                # An eval that ranks checkpoints needs its step saved.
+                or evaluate and self.checkpoint.best_metric is not None)
+        if evaluate or save:
+          # Finish the step first, so only eval/save time leaves the clock.
+          jax.block_until_ready(metrics)
+          started = time.perf_counter()
+          eval_metrics = (self._evaluate(writer, train_state, step)
+                          if evaluate else None)
+          if save:
+            self._save(train_state, step, eval_metrics)
+          timer.exclude(time.perf_counter() - started)
         if preempted:
           logging.warning("preempted: checkpoint at step %d saved; rerun the "
                           "same command to resume", step)
