@@ -53,13 +53,13 @@ def utc_now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomically(path: pathlib.Path, data: Any) -> None:
-  """Writes JSON to a temporary file in the same folder, fsyncs, renames."""
+def _replace_atomically(path: pathlib.Path, payload: bytes) -> None:
+  """Writes `payload` to a temporary file in the same folder, fsyncs, renames
+  it over `path`: readers see the old file or the new one, never a mix."""
   handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-      json.dump(data, f, indent=2, ensure_ascii=False, sort_keys=False)
-      f.write("\n")
+    with os.fdopen(handle, "wb") as f:
+      f.write(payload)
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
@@ -70,6 +70,12 @@ def write_json_atomically(path: pathlib.Path, data: Any) -> None:
       pass
     raise
   _fsync_directory(path.parent)
+
+
+def write_json_atomically(path: pathlib.Path, data: Any) -> None:
+  """Replaces `path` with `data` as indented JSON (see `_replace_atomically`)."""
+  text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+  _replace_atomically(path, text.encode("utf-8"))
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:
@@ -252,22 +258,8 @@ class RunDirectory:
 
 def write_records_atomically(path: pathlib.Path,
                              records: Iterable[Mapping[str, Any]]) -> None:
-  """Replaces a JSONL file with `records` (temporary file, fsync, rename)."""
-  handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(handle, "wb") as f:
-      for record in records:
-        f.write(_encode(record))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    try:
-      os.unlink(temporary)
-    except OSError:
-      pass
-    raise
-  _fsync_directory(path.parent)
+  """Replaces a JSONL file with `records` (see `_replace_atomically`)."""
+  _replace_atomically(path, b"".join(_encode(record) for record in records))
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
