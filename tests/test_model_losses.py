@@ -51,6 +51,23 @@ def test_custom_gradient_equals_autodiff():
   np.testing.assert_allclose(custom(logits), jax.grad(plain)(logits), atol=1e-6)
 
 
+def test_sparse_cross_entropy_equals_the_one_hot_form_and_its_gradient():
+  rng = np.random.RandomState(2)
+  logits = jnp.asarray(rng.normal(size=(2, 5, 11)) * 3, jnp.float32)
+  targets = jnp.asarray(rng.randint(0, 11, size=(2, 5)), jnp.int32)
+  one_hot = jax.nn.one_hot(targets, 11)
+  sparse = losses.sparse_cross_entropy_with_logits(logits, targets, 1e-3)
+  dense = losses.cross_entropy_with_logits(logits, one_hot, 1e-3)
+  for got, want in zip(sparse, dense):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  weights = jnp.asarray(rng.uniform(size=(2, 5)), jnp.float32)
+  grad_sparse = jax.grad(lambda x: jnp.sum(
+      losses.sparse_cross_entropy_with_logits(x, targets, 1e-3)[0] * weights))(logits)
+  grad_dense = jax.grad(lambda x: jnp.sum(
+      losses.cross_entropy_with_logits(x, one_hot, 1e-3)[0] * weights))(logits)
+  np.testing.assert_allclose(grad_sparse, grad_dense, atol=1e-6)
+
+
 def test_special_normalizing_factors():
   weights = jnp.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
   batch = {"decoder_target_tokens": jnp.array([[5, 6, 7, 0], [5, 0, 0, 0]]),

@@ -45,6 +45,12 @@ class T5Config:
   num_buckets: int = 32
   max_distance: int = 128
   layer_norm_epsilon: float = 1e-6
+  # Operand dtype of the output (vocabulary) projection. T5X multiplies it in
+  # float32; "bfloat16" multiplies bfloat16 operands with float32
+  # accumulation and keeps float32 logits (what torch.autocast does), which
+  # halves the cost of the largest product of a small model. Logits and the
+  # loss stay float32 either way.
+  logits_dtype: str = "float32"
 
   def __post_init__(self):
     # JSON and gin hand over lists; a frozen dataclass must hold a tuple to be
@@ -54,9 +60,10 @@ class T5Config:
       if activation not in ("relu", "gelu", "silu", "linear"):
         raise ValueError(f"T5Config.mlp_activations: unknown activation "
                          f"{activation!r} (use relu, gelu, silu or linear)")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise ValueError(f"T5Config.dtype must be float32, bfloat16 or float16, "
-                       f"got {self.dtype!r}")
+    for field in ("dtype", "logits_dtype"):
+      if getattr(self, field) not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"T5Config.{field} must be float32, bfloat16 or float16, "
+                         f"got {getattr(self, field)!r}")
 
   @property
   def joined_kv(self) -> int:

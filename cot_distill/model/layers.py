@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cot_distill.model import matmul
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -55,15 +57,16 @@ class Dense(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = KERNEL_INIT
+  # Result dtype; None is `dtype`. float32 with a bfloat16 `dtype` keeps the
+  # float32 accumulator (used for logits).
+  output_dtype: Any = None
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     kernel = self.param(
         "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
         (inputs.shape[-1], self.features), self.param_dtype)
-    inputs = jnp.asarray(inputs, self.dtype)
-    kernel = jnp.asarray(kernel, self.dtype)
-    return jnp.dot(inputs, kernel)
+    return matmul.dense(inputs, kernel, dtype=self.dtype, out_dtype=self.output_dtype)
 
 
 class RmsNorm(nn.Module):
@@ -103,10 +106,14 @@ class Embed(nn.Module):
     output = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
     return constrain(output, ("batch", "length", "embed"))
 
-  def attend(self, query: Array) -> Array:
-    """Logits against every embedding row, in float32 for stability (as T5X)."""
-    return jnp.dot(jnp.asarray(query, jnp.float32),
-                   jnp.asarray(self.embedding, jnp.float32).T)
+  def attend(self, query: Array, dtype: Any = jnp.float32) -> Array:
+    """Float32 logits against every embedding row; operands in `dtype`.
+
+    T5X multiplies in float32; bfloat16 operands (accumulated in float32) are
+    the faster option `T5Config.logits_dtype` offers.
+    """
+    return matmul.einsum("...d,vd->...v", query, self.embedding, dtype=dtype,
+                         out_dtype=jnp.float32)
 
 
 @functools.lru_cache(maxsize=64)

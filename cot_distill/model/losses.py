@@ -9,6 +9,7 @@ loss already includes the z-loss term.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Mapping
 
 import jax
@@ -57,6 +58,45 @@ def _cross_entropy_backward(residuals, gradients):
 cross_entropy_with_logits.defvjp(_cross_entropy_forward, _cross_entropy_backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def sparse_cross_entropy_with_logits(logits: Array, targets: Array,
+                                     z_loss: float) -> tuple[Array, Array]:
+  """`cross_entropy_with_logits` for one-hot targets given as ids.
+
+  Same numbers without building the [tokens, vocab] one-hot targets; the
+  gradient softmax * (1 + 2 z log Z) - onehot is one elementwise pass over
+  the logits, written in the logits' dtype.
+  """
+  (loss, total_z_loss), _ = _sparse_forward(logits, targets, z_loss)
+  return loss, total_z_loss
+
+
+def _sparse_forward(logits, targets, z_loss):
+  max_logit = jnp.max(logits, axis=-1, keepdims=True)
+  sum_exp = jnp.sum(jnp.exp(logits - max_logit), axis=-1, keepdims=True)
+  log_z = jnp.squeeze(jnp.log(sum_exp) + max_logit, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  total_z_loss = z_loss * jax.lax.square(log_z)
+  loss = log_z - target_logit + total_z_loss
+  return (loss, total_z_loss), (logits, targets, log_z)
+
+
+def _sparse_backward(z_loss, residuals, gradients):
+  logits, targets, log_z = residuals
+  gradient = gradients[0]  # the z-loss output is for logging only
+  scale = gradient * (1 + 2 * z_loss * log_z)
+  probabilities = jnp.exp(logits - log_z[..., None])
+  is_target = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == (
+      targets[..., None])
+  logits_gradient = scale[..., None] * probabilities - jnp.where(
+      is_target, gradient[..., None], 0.0)
+  targets_gradient = np.zeros(targets.shape, jax.dtypes.float0)
+  return logits_gradient.astype(logits.dtype), targets_gradient
+
+
+sparse_cross_entropy_with_logits.defvjp(_sparse_forward, _sparse_backward)
+
+
 def compute_weighted_cross_entropy(
     logits: Array, targets: Array, weights: Array | None = None,
     label_smoothing: float = 0.0, z_loss: float = 0.0,
@@ -75,10 +115,14 @@ def compute_weighted_cross_entropy(
   normalizing_constant = -(
       confidence * np.log(confidence)
       + (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20))
-  soft_targets = jax.nn.one_hot(targets, vocab_size, dtype=logits.dtype)
-  soft_targets = soft_targets * (confidence - low_confidence) + low_confidence
-  total_loss, total_z_loss = cross_entropy_with_logits(logits, soft_targets, z_loss)
-  total_loss = total_loss - normalizing_constant
+  if label_smoothing == 0.0:
+    total_loss, total_z_loss = sparse_cross_entropy_with_logits(
+        logits, targets.astype(jnp.int32), z_loss)
+  else:
+    soft_targets = jax.nn.one_hot(targets, vocab_size, dtype=logits.dtype)
+    soft_targets = soft_targets * (confidence - low_confidence) + low_confidence
+    total_loss, total_z_loss = cross_entropy_with_logits(logits, soft_targets, z_loss)
+    total_loss = total_loss - normalizing_constant
   weight_sum = jnp.asarray(np.prod(targets.shape), jnp.float32)
   if weights is not None:
     total_loss = total_loss * weights

@@ -33,16 +33,18 @@ def cast_params_for_inference(params: Any, config: T5Config) -> Any:
 
   Every layer casts its weights to `config.dtype` before use anyway, so this
   changes no number; it only stops each decoding step from re-reading the
-  float32 copy. The embedding (gathered, and float32 when tied to the logits)
-  and `logits_dense` (float32 logits, as T5X) stay as they are.
+  float32 copy. The embedding and `logits_dense` are cast only when the
+  output projection runs in the same dtype (`config.logits_dtype`); with
+  T5X's float32 logits they stay as they are.
   """
   dtype = jnp.dtype(config.dtype)
   if dtype == jnp.float32:
     return params
+  output_layer_too = jnp.dtype(config.logits_dtype) == dtype
 
   def cast(path, leaf):
     names = {getattr(key, "key", None) for key in path}
-    if names & {"token_embedder", "logits_dense"}:
+    if names & {"token_embedder", "logits_dense"} and not output_layer_too:
       return leaf
     return leaf.astype(dtype)
   return jax.tree_util.tree_map_with_path(cast, params)
@@ -130,7 +132,12 @@ class EncoderDecoderModel:
       token_weights = targets > 0
     token_weights = token_weights.astype(jnp.float32)
     num_tokens = jnp.sum(token_weights)
-    num_correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * token_weights)
+    # A hit is a target logit equal to the row's maximum: argmax's answer
+    # except on exact ties, without argmax's index-tracking pass over the
+    # vocabulary (the loss already takes the same maximum).
+    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    hits = target_logits >= jnp.max(logits, axis=-1)
+    num_correct = jnp.sum(hits * token_weights)
     metrics = {
         "loss": loss,
         "cross_ent_loss": loss - z_loss,

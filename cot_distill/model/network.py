@@ -151,11 +151,13 @@ class Decoder(nn.Module):
     if cfg.logits_via_embedding:
       # Tied output layer; T5X rescales by 1/sqrt(d) to undo the embedding's
       # unit-variance initialisation.
-      logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
+      logits = (self.shared_embedding.attend(y, layers.to_dtype(cfg.logits_dtype))
+                / jnp.sqrt(jnp.float32(y.shape[-1])))
     else:
-      logits = layers.Dense(cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32,
+      logits = layers.Dense(cfg.vocab_size, ("embed", "vocab"),
+                            dtype=layers.to_dtype(cfg.logits_dtype),
                             param_dtype=layers.to_dtype(cfg.param_dtype),
-                            name="logits_dense")(y)
+                            output_dtype=jnp.float32, name="logits_dense")(y)
     return layers.constrain(logits, ("batch", "length", "vocab"))
 
   def _decode_self_bias(self, relpos: nn.Module, tokens: Array,

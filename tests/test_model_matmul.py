@@ -1,0 +1,87 @@
+"""Float32-accumulating products: same numbers as a plain product, fast-path HLO."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cot_distill.model import matmul
+
+
+def _operands(shape_lhs, shape_rhs, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.standard_normal(shape_lhs), jnp.float32),
+          jnp.asarray(rng.standard_normal(shape_rhs) / 8, jnp.float32))
+
+
+def test_bfloat16_dense_matches_a_float32_product_of_the_rounded_operands():
+  x, w = _operands((4, 16, 64), (64, 96))
+  out = matmul.dense(x, w, dtype=jnp.bfloat16)
+  assert out.dtype == jnp.bfloat16 and out.shape == (4, 16, 96)
+  reference = jnp.dot(x.astype(jnp.bfloat16).astype(jnp.float32),
+                      w.astype(jnp.bfloat16).astype(jnp.float32))
+  # One rounding of an exactly accumulated result: within half a bf16 ulp.
+  np.testing.assert_allclose(np.asarray(out, np.float32), reference, rtol=2**-8, atol=1e-6)
+
+
+def test_gradients_equal_the_plain_bfloat16_product_gradients():
+  x, w = _operands((32, 64), (64, 48))
+
+  def loss(function, x, w):
+    return jnp.sum(jnp.sin(function(x, w).astype(jnp.float32)))
+
+  mixed = jax.grad(lambda x, w: loss(lambda a, b: matmul.dense(a, b, dtype=jnp.bfloat16),
+                                     x, w), argnums=(0, 1))(x, w)
+  plain = jax.grad(lambda x, w: loss(
+      lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)), x, w),
+                   argnums=(0, 1))(x, w)
+  exact = jax.grad(lambda x, w: loss(jnp.dot, x, w), argnums=(0, 1))(x, w)
+  for got, same_precision, reference in zip(mixed, plain, exact):
+    assert got.dtype == jnp.float32  # cotangent of the float32 primal
+    np.testing.assert_allclose(got, same_precision, rtol=0.05, atol=0.02)
+    error = np.linalg.norm(got - reference) / np.linalg.norm(reference)
+    assert error < 0.01, error
+
+
+def test_attention_shaped_einsum_gradients():
+  q, k = _operands((2, 8, 3, 16), (2, 8, 3, 16))
+  spec = "bqhd,bkhd->bhqk"
+  got = jax.grad(lambda q, k: jnp.sum(matmul.einsum(spec, q, k, dtype=jnp.float32) ** 2),
+                 argnums=(0, 1))(q, k)
+  want = jax.grad(lambda q, k: jnp.sum(jnp.einsum(spec, q, k) ** 2), argnums=(0, 1))(q, k)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_is_a_plain_product():
+  x, w = _operands((8, 32), (32, 16))
+  np.testing.assert_array_equal(matmul.dense(x, w, dtype=jnp.float32), jnp.dot(x, w))
+
+
+def test_bfloat16_dense_lowers_to_a_float32_result_dot():
+  """The property XLA:CPU needs to pick its bf16 kernels (see the module docstring)."""
+  x, w = _operands((16, 64), (64, 32))
+  text = jax.jit(lambda x, w: matmul.dense(x, w, dtype=jnp.bfloat16)).lower(x, w).as_text()
+  dots = re.findall(r"stablehlo\.dot_general.*", text)
+  assert dots and all("bf16>, tensor<" in dot and "xf32>" in dot.split("->")[-1]
+                      for dot in dots), dots
+
+
+def test_tiny_products_stay_plain_and_run():
+  # XLA:CPU's fallback kernel has no bf16 x bf16 -> f32; sides below 8 go there.
+  x, w = _operands((2, 3), (3, 4))
+  text = jax.jit(lambda x, w: matmul.dense(x, w, dtype=jnp.bfloat16)).lower(x, w).as_text()
+  assert "xf32>" not in text.split("stablehlo.dot_general")[1].split("\n")[0]
+  assert matmul.dense(x, w, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+
+
+def test_cpu_backend_runs_accumulating_dots():
+  assert matmul._backend_runs_accumulating_dots(jax.default_backend())  # pylint: disable=protected-access
+
+
+def test_an_index_summed_inside_one_operand_is_rejected():
+  x, w = _operands((4, 5), (5, 6))
+  with pytest.raises(ValueError, match="one operand only"):
+    matmul.einsum("ij,jk->k", x, w, dtype=jnp.bfloat16)
