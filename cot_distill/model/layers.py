@@ -193,7 +193,10 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
     query = query.astype(jnp.float32)
     key = key.astype(jnp.float32)
   key_spec = "bhkd" if heads_major else "bkhd"
-  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key)
+  # A float32 decoding cache (see `MultiHeadAttention.cache_dtype`) gives
+  # float32 products; rounding them to the query's dtype reproduces the
+  # low-precision einsum's numbers.
+  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key).astype(query.dtype)
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
@@ -204,7 +207,8 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
     shape[-2] = 1
     keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
     weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
-  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value)
+  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value).astype(
+      jnp.promote_types(weights.dtype, dtype))
 
 
 class MultiHeadAttention(nn.Module):
@@ -261,6 +265,19 @@ class MultiHeadAttention(nn.Module):
                  param_dtype=self.param_dtype, kernel_init=ATTENTION_KERNEL_INIT,
                  name="out")(x)
 
+  @property
+  def cache_dtype(self) -> Any:
+    """dtype of the decoding cache: float32 on CPU, else the activation dtype.
+
+    XLA:CPU multiplies low-precision attention products by converting both
+    operands to float32 first; a float32 cache converts each cached key and
+    value once when written instead of the whole cache at every step. The
+    products' values are the same. Accelerators keep the smaller cache.
+    """
+    if jax.default_backend() == "cpu":
+      return jnp.promote_types(self.dtype, jnp.float32)
+    return self.dtype
+
   def _self_cache(self, key: Array, value: Array, decode_index: Array | None,
                   cache_length: int | None):
     """Stores this step's key/value; returns (keys, values, heads_major).
@@ -274,8 +291,8 @@ class MultiHeadAttention(nn.Module):
       if cache_length is None:
         raise ValueError("initialising the decoding cache needs its length")
       shape = (key.shape[0], self.num_heads, cache_length, self.head_dim)
-      self.put_variable("cache", "cached_key", jnp.zeros(shape, key.dtype))
-      self.put_variable("cache", "cached_value", jnp.zeros(shape, value.dtype))
+      self.put_variable("cache", "cached_key", jnp.zeros(shape, self.cache_dtype))
+      self.put_variable("cache", "cached_value", jnp.zeros(shape, self.cache_dtype))
       return key, value, False
     cached_key = self.variable("cache", "cached_key")
     cached_value = self.variable("cache", "cached_value")
@@ -298,8 +315,10 @@ class MultiHeadAttention(nn.Module):
       raise ValueError("the cache-initialising decode call needs the encoder output")
     key = self._project("key", encoded, ATTENTION_KERNEL_INIT)
     value = self._project("value", encoded, ATTENTION_KERNEL_INIT)
-    self.put_variable("cache", "cached_cross_key", jnp.swapaxes(key, 1, 2))
-    self.put_variable("cache", "cached_cross_value", jnp.swapaxes(value, 1, 2))
+    self.put_variable("cache", "cached_cross_key",
+                      jnp.swapaxes(key, 1, 2).astype(self.cache_dtype))
+    self.put_variable("cache", "cached_cross_value",
+                      jnp.swapaxes(value, 1, 2).astype(self.cache_dtype))
     return key, value, False
 
 
