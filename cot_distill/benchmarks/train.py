@@ -9,7 +9,10 @@ ended with a device sync; the figure is the median step.
   ours        the trainer's own jitted step (`train.step.compile_train_step`:
               teacher-forced `EncoderDecoderModel.loss_fn`, Adafactor with
               T5X defaults, donated state) on all local devices, data
-              parallel; activations bf16 (T5X default) and float32.
+              parallel; activations bf16 (T5X default) and float32; with
+              bf16 activations, the logits layer in float32 (as T5X) and in
+              bf16 with float32 accumulation (`T5Config.logits_dtype`, what
+              torch.autocast does to HF's lm_head).
   hf-fp32     Hugging Face transformers + PyTorch, float32, AdamW.
   hf-bf16     the same under torch.autocast(bfloat16).
 
@@ -53,6 +56,9 @@ def register(subparsers) -> None:
                       help="untimed steps first (compilation included)")
   parser.add_argument("--dtypes", default="bfloat16,float32",
                       help="activation dtypes of our step to time")
+  parser.add_argument("--logits-dtypes", default="float32,bfloat16",
+                      help="operand dtypes of the logits layer to time with bf16 "
+                           "activations (float32 is T5X's)")
   parser.add_argument("--optimizer", choices=("adafactor", "adamw"),
                       default="adafactor", help="our step's optimizer")
   parser.add_argument("--no-baseline", action="store_true",
@@ -87,7 +93,7 @@ def _random_tokens(batch: int, length: int, seed: int, vocab: int = 32000):
   return np.random.RandomState(seed).randint(2, vocab, (batch, length)).astype(np.int32)
 
 
-def _our_step(args, dtype: str) -> Callable[[], None]:
+def _our_step(args, dtype: str, logits_dtype: str = "float32") -> Callable[[], None]:
   """The trainer's compiled step on a fixed batch, state threaded through."""
   import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
@@ -97,7 +103,8 @@ def _our_step(args, dtype: str) -> Callable[[], None]:
   from cot_distill.train import data, optimizers, partitioning  # pylint: disable=import-outside-toplevel
   from cot_distill.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
 
-  model = EncoderDecoderModel(get_config(args.model, dtype=dtype, dropout_rate=0.0))
+  model = EncoderDecoderModel(get_config(args.model, dtype=dtype, dropout_rate=0.0,
+                                         logits_dtype=logits_dtype))
   schedule = optimizers.constant_schedule(1e-3)
   tx = (optimizers.adafactor if args.optimizer == "adafactor" else optimizers.adamw)(schedule)
   partitioner = partitioning.Partitioner(devices=jax.local_devices())
@@ -157,8 +164,12 @@ def _row(name: str, times: list[float], target_tokens: int) -> dict:
 def run(args: argparse.Namespace) -> int:
   target_tokens = args.batch_size * args.target_length
   systems = {}
+  logits_dtypes = [d.strip() for d in args.logits_dtypes.split(",") if d.strip()]
   for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-    systems[f"ours ({args.optimizer}, {dtype} activations)"] = _our_step(args, dtype)
+    for logits_dtype in (logits_dtypes if dtype != "float32" else ["float32"]):
+      name = f"ours ({args.optimizer}, {dtype} activations"
+      name += ", bf16 logits)" if logits_dtype == "bfloat16" else ")"
+      systems[name] = _our_step(args, dtype, logits_dtype)
   baseline_names = []
   if not args.no_baseline:
     try:
@@ -190,12 +201,12 @@ def _print(args, rows, baselines, target_tokens) -> None:
   # median and by best step (the best step is the least disturbed by load).
   fastest = min(baselines, key=lambda row: row["median"]) if baselines else None
   fastest_min = min(row["min"] for row in baselines) if baselines else None
-  print(f"{'system':44s} {'s/step':>7s} {'min':>7s} {'max':>7s} {'tok/s':>7s} "
+  print(f"{'system':56s} {'s/step':>7s} {'min':>7s} {'max':>7s} {'tok/s':>7s} "
         f"{'tok/s@min':>9s} {'vs HF':>6s} {'@min':>6s}")
   for row in rows + baselines:
     ratio = f"{fastest['median'] / row['median']:.2f}x" if fastest else "-"
     ratio_min = f"{fastest_min / row['min']:.2f}x" if fastest else "-"
-    print(f"{row['name']:44s} {row['median']:7.3f} {row['min']:7.3f} {row['max']:7.3f} "
+    print(f"{row['name']:56s} {row['median']:7.3f} {row['min']:7.3f} {row['max']:7.3f} "
           f"{row['tokens_per_second']:7.1f} {target_tokens / row['min']:9.1f} "
           f"{ratio:>6s} {ratio_min:>6s}")
   print("reference (issue 6, same setting on the 2-core machine, not this run):")
