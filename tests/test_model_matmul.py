@@ -85,3 +85,24 @@ def test_an_index_summed_inside_one_operand_is_rejected():
   x, w = _operands((4, 5), (5, 6))
   with pytest.raises(ValueError, match="one operand only"):
     matmul.einsum("ij,jk->k", x, w, dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 16, 8), (2, 3, 8, 16)),   # attention-like
+                                    ((2, 3, 1, 8), (2, 3, 8, 16))])   # one query row
+def test_batched_matmul_values_and_gradients(shapes):
+  a, b = _operands(*shapes)
+
+  def loss(function, a, b):
+    return jnp.sum(jnp.sin(function(a, b).astype(jnp.float32)))
+
+  got = jax.value_and_grad(lambda a, b: loss(
+      lambda x, y: matmul.batched_matmul(x, y, dtype=jnp.bfloat16), a, b), argnums=(0, 1))(a, b)
+  want = jax.value_and_grad(lambda a, b: loss(
+      lambda x, y: jnp.matmul(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)), a, b),
+                            argnums=(0, 1))(a, b)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-2)
+  for g, w in zip(got[1], want[1]):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, w, rtol=0.05, atol=0.02)
+  out = matmul.batched_matmul(a, b, dtype=jnp.bfloat16)
+  assert out.dtype == jnp.bfloat16 and out.shape == shapes[0][:-1] + shapes[1][-1:]

@@ -180,6 +180,43 @@ def mask_to_bias(mask: Array, dtype: Any) -> Array:
   return jnp.where(mask, jnp.zeros((), dtype), jnp.full((), MASK_BIAS, dtype))
 
 
+def _broadcast_dropout(weights: Array, dropout_rate: float, dropout_rng: Array | None,
+                       dtype: Any) -> Array:
+  if dropout_rng is None or dropout_rate <= 0.0:
+    return weights
+  # Same key dropped for every query position (T5's broadcast dropout).
+  keep_prob = 1.0 - dropout_rate
+  shape = list(weights.shape)
+  shape[-2] = 1
+  keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
+  return weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
+
+
+def _head_batched_attention(query: Array, key: Array, value: Array, bias: Array | None,
+                            *, dtype: Any, dropout_rate: float,
+                            dropout_rng: Array | None) -> Array:
+  """Teacher-forced attention as per-head row-major matrix products.
+
+  Heads move next to the batch and keys are transposed once, so both
+  products (and, through `matmul.batched_matmul`'s VJP, their gradients)
+  are plain [m, k] x [k, n] matrices, the form XLA:CPU's fast kernels take.
+  Each product is rounded to the einsum's dtype, so the numbers are the
+  einsum's.
+  """
+  query_heads = jnp.swapaxes(query, 1, 2)  # [b, h, q, d]
+  keys_transposed = jnp.transpose(key, (0, 2, 3, 1))  # [b, h, d, k]
+  value_heads = jnp.swapaxes(value, 1, 2)  # [b, h, k, d]
+  logits_dtype = jnp.promote_types(query.dtype, key.dtype)
+  weights = matmul.batched_matmul(query_heads, keys_transposed, dtype=logits_dtype)
+  if bias is not None:
+    weights = weights + bias.astype(weights.dtype)
+  weights = jax.nn.softmax(weights).astype(dtype)
+  weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
+  out_dtype = jnp.promote_types(weights.dtype, value.dtype)
+  mixed = matmul.batched_matmul(weights, value_heads, dtype=out_dtype)  # [b, h, q, d]
+  return jnp.swapaxes(mixed, 1, 2)
+
+
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,
                           *, dtype: Any, float32_logits: bool, dropout_rate: float,
                           dropout_rng: Array | None, heads_major: bool = False) -> Array:
@@ -192,6 +229,9 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   if float32_logits:
     query = query.astype(jnp.float32)
     key = key.astype(jnp.float32)
+  if not heads_major:
+    return _head_batched_attention(query, key, value, bias, dtype=dtype,
+                                   dropout_rate=dropout_rate, dropout_rng=dropout_rng)
   key_spec = "bhkd" if heads_major else "bkhd"
   # A float32 decoding cache (see `MultiHeadAttention.cache_dtype`) gives
   # float32 products; rounding them to the query's dtype reproduces the
@@ -200,13 +240,7 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
-  if dropout_rng is not None and dropout_rate > 0.0:
-    # Same key dropped for every query position (T5's broadcast dropout).
-    keep_prob = 1.0 - dropout_rate
-    shape = list(weights.shape)
-    shape[-2] = 1
-    keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
-    weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
+  weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
   return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value).astype(
       jnp.promote_types(weights.dtype, dtype))
 

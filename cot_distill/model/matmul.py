@@ -109,3 +109,59 @@ def dense(inputs: Array, kernel: Array, *, dtype: Any, out_dtype: Any = None) ->
     product = jnp.dot(jnp.asarray(inputs, dtype), jnp.asarray(kernel, dtype))
     return product if out_dtype is None else product.astype(out_dtype)
   return einsum("...i,io->...o", inputs, kernel, dtype=dtype, out_dtype=out_dtype)
+
+
+def _batched_product(lhs: Array, rhs: Array, out_dtype: Any) -> Array:
+  """[..., m, k] x [..., k, n] -> [..., m, n], float32 accumulation.
+
+  The barriers keep XLA from folding a caller's transpose into the product:
+  YNNPACK only takes row-major operands, and XLA:CPU's fallback kernel has
+  no bfloat16 x bfloat16 -> float32.
+  """
+  lhs, rhs = jax.lax.optimization_barrier((lhs, rhs))
+  batch = tuple(range(lhs.ndim - 2))
+  dims = (((lhs.ndim - 1,), (rhs.ndim - 2,)), (batch, batch))
+  return jax.lax.dot_general(lhs, rhs, dims,
+                             preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _swap_last(x: Array) -> Array:
+  return jnp.swapaxes(x, -1, -2)
+
+
+@jax.custom_vjp
+def _accumulating_batched_matmul(lhs: Array, rhs: Array) -> Array:
+  return _batched_product(lhs, rhs, lhs.dtype)
+
+
+def _batched_forward(lhs, rhs):
+  return _accumulating_batched_matmul(lhs, rhs), (lhs, rhs)
+
+
+def _batched_backward(residuals, cotangent):
+  lhs, rhs = residuals
+  cotangent = cotangent.astype(lhs.dtype)
+  return (_batched_product(cotangent, _swap_last(rhs), lhs.dtype),
+          _batched_product(_swap_last(lhs), cotangent, rhs.dtype))
+
+
+_accumulating_batched_matmul.defvjp(_batched_forward, _batched_backward)
+
+
+def batched_matmul(lhs: Array, rhs: Array, *, dtype: Any) -> Array:
+  """lhs [..., m, k] @ rhs [..., k, n] in `dtype` with float32 accumulation.
+
+  For attention's per-head products. Low-precision products take YNNPACK's
+  batched kernels (about 2x XLA:CPU's other paths for T5 small's heads) when
+  every side of the matrices allows it; YNNPACK declines a matrix-vector
+  product inside a batch (m or n of 1), so those, float32, and backends
+  without the mixed type stay plain.
+  """
+  dtype = jnp.dtype(dtype)
+  lhs, rhs = jnp.asarray(lhs, dtype), jnp.asarray(rhs, dtype)
+  m, k = lhs.shape[-2:]
+  n = rhs.shape[-1]
+  if (dtype == jnp.float32 or min(m, n) < 2 or max(m, k, n) < 8
+      or not _backend_runs_accumulating_dots(jax.default_backend())):
+    return jnp.matmul(lhs, rhs)
+  return _accumulating_batched_matmul(lhs, rhs)
