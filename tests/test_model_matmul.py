@@ -55,9 +55,17 @@ def test_attention_shaped_einsum_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_float32_is_a_plain_product():
-  x, w = _operands((8, 32), (32, 16))
-  np.testing.assert_array_equal(matmul.dense(x, w, dtype=jnp.float32), jnp.dot(x, w))
+def test_float32_dense_values_and_gradients_are_the_plain_products():
+  # On CPU these go through `_row_major_dense` (materialised transposes).
+  x, w = _operands((2, 8, 32), (32, 16))
+  np.testing.assert_allclose(matmul.dense(x, w, dtype=jnp.float32), jnp.dot(x, w),
+                             rtol=1e-6, atol=1e-6)
+  loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w))))  # pylint: disable=unnecessary-lambda-assignment
+  got = jax.grad(loss(lambda x, w: matmul.dense(x, w, dtype=jnp.float32)), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(jnp.dot), argnums=(0, 1))(x, w)
+  for g, w_ in zip(got, want):
+    assert g.shape == w_.shape
+    np.testing.assert_allclose(g, w_, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_dense_lowers_to_a_float32_result_dot():

@@ -221,14 +221,12 @@ def _report(config, args, timings, outputs, bandwidth, tokens_per_batch) -> None
   print(f"\nmemory bandwidth (array copy, read+write, median over the run): "
         f"{bandwidth / 1e9:.1f} GB/s")
   bounds = {}
-  # On CPU the decoding cache is float32 whatever the activations
-  # (`MultiHeadAttention.cache_dtype`).
   for name, weight_bytes, logits_bytes in (("bfloat16", 2, 4), ("bf16+logits", 2, 2),
                                            ("float32", 4, 4)):
     parts = bytes_read_per_step(config, batch_size=args.batch_size,
                                 input_length=args.input_length,
                                 cache_length=args.new_tokens, weight_bytes=weight_bytes,
-                                cache_bytes=4, logits_bytes=logits_bytes)
+                                cache_bytes=weight_bytes, logits_bytes=logits_bytes)
     total = sum(parts.values())
     bounds[name] = args.new_tokens * total / bandwidth
     detail = ", ".join(f"{part} {size / 1e6:.1f} MB" for part, size in parts.items())

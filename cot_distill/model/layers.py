@@ -233,16 +233,12 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
     return _head_batched_attention(query, key, value, bias, dtype=dtype,
                                    dropout_rate=dropout_rate, dropout_rng=dropout_rng)
   key_spec = "bhkd" if heads_major else "bkhd"
-  # A float32 decoding cache (see `MultiHeadAttention.cache_dtype`) gives
-  # float32 products; rounding them to the query's dtype reproduces the
-  # low-precision einsum's numbers.
-  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key).astype(query.dtype)
+  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key)
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
   weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
-  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value).astype(
-      jnp.promote_types(weights.dtype, dtype))
+  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value)
 
 
 class MultiHeadAttention(nn.Module):
@@ -299,19 +295,6 @@ class MultiHeadAttention(nn.Module):
                  param_dtype=self.param_dtype, kernel_init=ATTENTION_KERNEL_INIT,
                  name="out")(x)
 
-  @property
-  def cache_dtype(self) -> Any:
-    """dtype of the decoding cache: float32 on CPU, else the activation dtype.
-
-    XLA:CPU multiplies low-precision attention products by converting both
-    operands to float32 first; a float32 cache converts each cached key and
-    value once when written instead of the whole cache at every step. The
-    products' values are the same. Accelerators keep the smaller cache.
-    """
-    if jax.default_backend() == "cpu":
-      return jnp.promote_types(self.dtype, jnp.float32)
-    return self.dtype
-
   def _self_cache(self, key: Array, value: Array, decode_index: Array | None,
                   cache_length: int | None):
     """Stores this step's key/value; returns (keys, values, heads_major).
@@ -325,8 +308,8 @@ class MultiHeadAttention(nn.Module):
       if cache_length is None:
         raise ValueError("initialising the decoding cache needs its length")
       shape = (key.shape[0], self.num_heads, cache_length, self.head_dim)
-      self.put_variable("cache", "cached_key", jnp.zeros(shape, self.cache_dtype))
-      self.put_variable("cache", "cached_value", jnp.zeros(shape, self.cache_dtype))
+      self.put_variable("cache", "cached_key", jnp.zeros(shape, key.dtype))
+      self.put_variable("cache", "cached_value", jnp.zeros(shape, value.dtype))
       return key, value, False
     cached_key = self.variable("cache", "cached_key")
     cached_value = self.variable("cache", "cached_value")
@@ -349,10 +332,8 @@ class MultiHeadAttention(nn.Module):
       raise ValueError("the cache-initialising decode call needs the encoder output")
     key = self._project("key", encoded, ATTENTION_KERNEL_INIT)
     value = self._project("value", encoded, ATTENTION_KERNEL_INIT)
-    self.put_variable("cache", "cached_cross_key",
-                      jnp.swapaxes(key, 1, 2).astype(self.cache_dtype))
-    self.put_variable("cache", "cached_cross_value",
-                      jnp.swapaxes(value, 1, 2).astype(self.cache_dtype))
+    self.put_variable("cache", "cached_cross_key", jnp.swapaxes(key, 1, 2))
+    self.put_variable("cache", "cached_cross_value", jnp.swapaxes(value, 1, 2))
     return key, value, False
 
 

@@ -184,9 +184,8 @@ class EncoderDecoderModel:
     beam_size beams, best first. L is max_decode_length, else the width of
     batch["decoder_input_tokens"]. eos_id=None forces the full length.
     `use_cache=False` reruns the whole prefix every step (a slow reference).
-    `activation_dtype` overrides config.dtype for this call: XLA's CPU
-    backend multiplies bfloat16 matrices several times slower than float32,
-    so CPU evaluation of a bfloat16-trained model is faster in "float32".
+    `activation_dtype` overrides config.dtype for this call (e.g. "float32"
+    to decode a bfloat16-trained model at full precision).
     """
     if decode_method not in DECODE_METHODS:
       raise ValueError(f"decode_method must be one of {DECODE_METHODS}, got {decode_method!r}")
