@@ -64,7 +64,7 @@ class DemoSize:
 SIZES = {
     "default": DemoSize(train_examples=1500, test_examples=200,
                         steps_in_distribution=(2, 3, 4), ood_steps=6,
-                        train_steps=800, batch_size=16, emb_dim=128,
+                        train_steps=1600, batch_size=16, emb_dim=128,
                         num_layers=2, num_heads=4, mlp_dim=256,
                         vocab_size=640, eval_batch_size=100),
     "smoke": DemoSize(train_examples=120, test_examples=16,
