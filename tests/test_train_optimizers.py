@@ -87,3 +87,31 @@ def test_as_schedule_accepts_numbers_and_schedules():
   schedule = optimizers.rsqrt_decay_schedule()
   assert optimizers.as_schedule(schedule) is schedule
   assert jax.numpy.asarray(schedule(1)).dtype == jnp.float32
+
+
+def test_adafactor_equals_optax_adafactor_with_the_same_state():
+  """Our faster factored scaling and parameter scale change no number that matters."""
+  rng = np.random.default_rng(0)
+  params = {"odd_rows": jnp.asarray(rng.standard_normal((301, 129)), jnp.float32),
+            "wide": jnp.asarray(rng.standard_normal((129, 300)), jnp.float32),
+            "vector": jnp.asarray(rng.standard_normal((7,)), jnp.float32),
+            "rank3": jnp.asarray(rng.standard_normal((3, 200, 150)), jnp.float32),
+            "zeros": jnp.zeros((5,), jnp.float32)}
+  reference = optax.adafactor(
+      learning_rate=optax.constant_schedule(1e-3), min_dim_size_to_factor=128,
+      decay_rate=0.8, decay_offset=0, multiply_by_parameter_scale=True,
+      clipping_threshold=1.0, momentum=None, weight_decay_rate=None, eps=1e-30,
+      factored=True)
+  ours = optimizers.adafactor(optimizers.constant_schedule(1e-3))
+  state_ref, state_ours = reference.init(params), ours.init(params)
+  assert jax.tree.structure(state_ref) == jax.tree.structure(state_ours)
+  assert jax.tree.map(jnp.shape, state_ref) == jax.tree.map(jnp.shape, state_ours)
+  params_ref = params_ours = params
+  for _ in range(3):
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), params)
+    updates_ref, state_ref = reference.update(grads, state_ref, params_ref)
+    updates_ours, state_ours = ours.update(grads, state_ours, params_ours)
+    for a, b in zip(jax.tree.leaves(updates_ref), jax.tree.leaves(updates_ours)):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-9)
+    params_ref = optax.apply_updates(params_ref, updates_ref)
+    params_ours = optax.apply_updates(params_ours, updates_ours)

@@ -80,7 +80,15 @@ def _mean_of_squares(x: jax.Array, axis: int) -> jax.Array:
   if x.ndim != 2 or axis != 0:
     return jnp.mean(jnp.square(x), axis=axis)
   count = x.shape[0]
-  x = jnp.square(x)
+  if count == 1:
+    return jnp.square(x[0])
+  # Square each half on its own: one fused pass reads x once, where a
+  # squared copy shared by both halves would be written out first.
+  half = count // 2
+  last = x[-1:]
+  x = jnp.square(x[:half]) + jnp.square(x[half:2 * half])
+  if count % 2:
+    x = jnp.concatenate([x[:1] + jnp.square(last), x[1:]], axis=0)
   while x.shape[0] > 1:
     if x.shape[0] % 2:
       x = jnp.concatenate([x[:1] + x[-1:], x[1:-1]], axis=0)
@@ -158,6 +166,25 @@ def scale_by_factored_rms(*, factored: bool = True, decay_rate: float = 0.8,
   return optax.GradientTransformation(init, update)
 
 
+def scale_by_param_rms(min_scale: float = 1e-3) -> optax.GradientTransformation:
+  """Multiplies each update by max(RMS(param), min_scale), as optax's block version.
+
+  `optax.scale_by_param_block_rms` computes the same value through
+  `safe_root_mean_squares`, whose gradient-safe `where` writes a masked copy
+  of every parameter and takes a second mean over it; the optimizer is never
+  differentiated, so one mean suffices. Same (empty) state.
+  """
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError("scale_by_param_rms needs the parameters")
+    scaled = jax.tree.map(
+        lambda u, p: u * jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(p))), min_scale),
+        updates, params)
+    return scaled, state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 def adafactor(learning_rate: optax.Schedule,
               *,
               decay_rate: float = 0.8,
@@ -176,8 +203,9 @@ def adafactor(learning_rate: optax.Schedule,
   moments for matrices whose two largest dims are >= 128, no momentum.
   optax factors a matrix over its two largest dims; for T5's 2-D kernels that
   is the same choice T5X's logical factor rules make. The chain and its state
-  are `optax.adafactor`'s, with the factored scaling from
-  `scale_by_factored_rms` above (faster column means on CPU).
+  are `optax.adafactor`'s, with `scale_by_factored_rms` and
+  `scale_by_param_rms` above in place of optax's (same values, fewer passes
+  over the parameters).
   """
   chain = [scale_by_factored_rms(factored=factored, decay_rate=decay_rate,
                                  step_offset=step_offset,
@@ -187,7 +215,7 @@ def adafactor(learning_rate: optax.Schedule,
     chain.append(optax.clip_by_block_rms(clipping_threshold))
   chain.append(optax.scale_by_learning_rate(learning_rate, flip_sign=False))
   if multiply_by_parameter_scale:
-    chain.append(optax.scale_by_param_block_rms())
+    chain.append(scale_by_param_rms())
   if momentum is not None:
     chain.append(optax.ema(momentum, debias=False))
   if weight_decay_rate is not None:
