@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
   for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
     for logits_dtype in (logits_dtypes if dtype != "float32" else ["float32"]):
       name = f"ours ({args.optimizer}, {dtype} activations"
-      name += ", bf16 logits)" if logits_dtype == "bfloat16" else ")"
+      name += f", {logits_dtype} logits)" if logits_dtype != "float32" else ")"
       systems[name] = _our_step(args, dtype, logits_dtype)
   baseline_names = []
   if not args.no_baseline:

@@ -232,13 +232,13 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   if not heads_major:
     return _head_batched_attention(query, key, value, bias, dtype=dtype,
                                    dropout_rate=dropout_rate, dropout_rng=dropout_rng)
-  key_spec = "bhkd" if heads_major else "bkhd"
-  weights = jnp.einsum(f"bqhd,{key_spec}->bhqk", query, key)
+  # Decoding: keys and values are the heads-major cache.
+  weights = jnp.einsum("bqhd,bhkd->bhqk", query, key)
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
   weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
-  return jnp.einsum(f"bhqk,{key_spec}->bqhd", weights, value)
+  return jnp.einsum("bhqk,bhkd->bqhd", weights, value)
 
 
 class MultiHeadAttention(nn.Module):

@@ -109,40 +109,14 @@ def dense(inputs: Array, kernel: Array, *, dtype: Any, out_dtype: Any = None) ->
     product = jnp.dot(jnp.asarray(inputs, dtype), jnp.asarray(kernel, dtype))
     return product if out_dtype is None else product.astype(out_dtype)
   if jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32:
-    dtype = jnp.dtype(dtype)
-    out_dtype = dtype if out_dtype is None else jnp.dtype(out_dtype)
-    rows = jnp.asarray(inputs, dtype).reshape(-1, inputs.shape[-1])
-    product = _row_major_dense(out_dtype, rows, jnp.asarray(kernel, dtype))
+    # (bfloat16 products were faster through `einsum`'s VJP, as XLA
+    # arranges them, than through `_row_major_product`.)
+    float32 = jnp.dtype(jnp.float32)
+    rows = jnp.asarray(inputs, float32).reshape(-1, inputs.shape[-1])
+    product = _row_major_product(float32 if out_dtype is None else jnp.dtype(out_dtype),
+                                 rows, jnp.asarray(kernel, float32))
     return product.reshape(inputs.shape[:-1] + kernel.shape[-1:])
   return einsum("...i,io->...o", inputs, kernel, dtype=dtype, out_dtype=out_dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _row_major_dense(out_dtype: Any, rows: Array, kernel: Array) -> Array:
-  """rows [t, i] x kernel [i, o] on CPU, every product on row-major operands.
-
-  Autodiff's gradient products contract the kernel's output axis and the
-  rows' token axis, i.e. read one operand transposed; XLA:CPU's fast kernels
-  take only row-major operands, so it ran those (for a float32 32k-vocabulary
-  logits layer) at half the forward product's speed. Here the transposes are
-  materialised once and the gradient products are plain ones. (bfloat16
-  products, through `einsum`'s VJP, were faster as XLA arranges them.)
-  """
-  return _batched_product(rows, kernel, out_dtype)
-
-
-def _row_major_dense_forward(out_dtype, rows, kernel):
-  return _row_major_dense(out_dtype, rows, kernel), (rows, kernel)
-
-
-def _row_major_dense_backward(out_dtype, residuals, cotangent):  # pylint: disable=unused-argument
-  rows, kernel = residuals
-  cotangent = cotangent.astype(rows.dtype)
-  return (_batched_product(cotangent, kernel.T, rows.dtype),
-          _batched_product(rows.T, cotangent, kernel.dtype))
-
-
-_row_major_dense.defvjp(_row_major_dense_forward, _row_major_dense_backward)
 
 
 def _batched_product(lhs: Array, rhs: Array, out_dtype: Any) -> Array:
@@ -159,27 +133,32 @@ def _batched_product(lhs: Array, rhs: Array, out_dtype: Any) -> Array:
                              preferred_element_type=jnp.float32).astype(out_dtype)
 
 
-def _swap_last(x: Array) -> Array:
-  return jnp.swapaxes(x, -1, -2)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _row_major_product(out_dtype: Any, lhs: Array, rhs: Array) -> Array:
+  """`_batched_product` whose gradient products are row-major too.
+
+  Autodiff's gradient products contract the right operand's last axis and
+  the left operand's row axis, i.e. read one operand transposed; XLA:CPU's
+  fast kernels take only row-major operands (a float32 32k-vocabulary logits
+  layer ran those at half the forward product's speed). Here the transposes
+  are materialised once and every gradient product is a plain one.
+  """
+  return _batched_product(lhs, rhs, out_dtype)
 
 
-@jax.custom_vjp
-def _accumulating_batched_matmul(lhs: Array, rhs: Array) -> Array:
-  return _batched_product(lhs, rhs, lhs.dtype)
+def _row_major_forward(out_dtype, lhs, rhs):
+  return _row_major_product(out_dtype, lhs, rhs), (lhs, rhs)
 
 
-def _batched_forward(lhs, rhs):
-  return _accumulating_batched_matmul(lhs, rhs), (lhs, rhs)
-
-
-def _batched_backward(residuals, cotangent):
+def _row_major_backward(out_dtype, residuals, cotangent):  # pylint: disable=unused-argument
   lhs, rhs = residuals
   cotangent = cotangent.astype(lhs.dtype)
-  return (_batched_product(cotangent, _swap_last(rhs), lhs.dtype),
-          _batched_product(_swap_last(lhs), cotangent, rhs.dtype))
+  swap_last = lambda x: jnp.swapaxes(x, -1, -2)  # pylint: disable=unnecessary-lambda-assignment
+  return (_batched_product(cotangent, swap_last(rhs), lhs.dtype),
+          _batched_product(swap_last(lhs), cotangent, rhs.dtype))
 
 
-_accumulating_batched_matmul.defvjp(_batched_forward, _batched_backward)
+_row_major_product.defvjp(_row_major_forward, _row_major_backward)
 
 
 def batched_matmul(lhs: Array, rhs: Array, *, dtype: Any) -> Array:
@@ -198,4 +177,4 @@ def batched_matmul(lhs: Array, rhs: Array, *, dtype: Any) -> Array:
   if (dtype == jnp.float32 or min(m, n) < 2 or max(m, k, n) < 8
       or not _backend_runs_accumulating_dots(jax.default_backend())):
     return jnp.matmul(lhs, rhs)
-  return _accumulating_batched_matmul(lhs, rhs)
+  return _row_major_product(dtype, lhs, rhs)
