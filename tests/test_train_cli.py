@@ -89,3 +89,4 @@ def test_bench_train_runs_and_prints_same_run_ratios(capsys):
               "hf-bf16 autocast (AdamW)", "T5X trainer"):
     assert row in output
   assert "(64 target tokens/step)" in output
+  assert "host memory: " in output  # the policy in effect is printed

@@ -167,6 +167,15 @@ def _limit_threads(threads: int) -> None:
 def run(args: argparse.Namespace) -> int:
   if args.threads:
     _limit_threads(args.threads)
+  from cot_distill import cpu_runtime  # pylint: disable=g-import-not-at-top
+  cpu_runtime.prefer_synchronous_dispatch()
+  with cpu_runtime.retained_memory() as retained:
+    print("host memory: " + ("freed memory retained between calls (cot_distill.cpu_runtime)"
+                             if retained else "glibc default"))
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cot_distill.model.config import get_config  # pylint: disable=g-import-not-at-top
 

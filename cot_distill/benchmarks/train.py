@@ -26,6 +26,7 @@ machine's other load moves every number; compare ratios from one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -63,6 +64,11 @@ def register(subparsers) -> None:
                       default="adafactor", help="our step's optimizer")
   parser.add_argument("--no-baseline", action="store_true",
                       help="skip the Hugging Face + PyTorch baselines")
+  parser.add_argument("--host-memory", choices=("retain", "default"), default="retain",
+                      help="retain: freed host memory stays mapped between steps, as "
+                           "the trainer runs (cot_distill.cpu_runtime; it applies to "
+                           "the HF baselines in this process too); default: glibc's "
+                           "own policy")
   parser.set_defaults(func=run)
 
 
@@ -94,7 +100,11 @@ def _random_tokens(batch: int, length: int, seed: int, vocab: int = 32000):
 
 
 def _our_step(args, dtype: str, logits_dtype: str = "float32") -> Callable[[], None]:
-  """The trainer's compiled step on a fixed batch, state threaded through."""
+  """The trainer's compiled step, state threaded through.
+
+  Each step hands the step a host batch, as the trainer does (the same
+  tokens every time, in fresh host arrays).
+  """
   import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -115,17 +125,19 @@ def _our_step(args, dtype: str, logits_dtype: str = "float32") -> Callable[[], N
   shardings = state_lib.state_shardings(partitioner, shapes, specs)
   holder = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
   targets = _random_tokens(args.batch_size, args.target_length, 1)
-  batch = data.to_global_batch({
+  host_batch = {
       "encoder_input_tokens": _random_tokens(args.batch_size, args.input_length, 0),
       "decoder_target_tokens": targets,
       "decoder_input_tokens": np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], 1),
       "decoder_loss_weights": np.ones_like(targets, dtype=np.float32),
-  }, partitioner, args.batch_size)
+  }
   train_step = step_lib.compile_train_step(
       loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
       partitioner=partitioner, state_shardings=shardings, dropout=False)
 
   def step():
+    batch = data.to_global_batch({name: array.copy() for name, array in host_batch.items()},
+                                 partitioner, args.batch_size)
     holder["state"], metrics = train_step(holder["state"], batch)
     jax.block_until_ready(metrics["loss"])
   return step
@@ -162,6 +174,18 @@ def _row(name: str, times: list[float], target_tokens: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+  from cot_distill import cpu_runtime  # pylint: disable=import-outside-toplevel
+  cpu_runtime.prefer_synchronous_dispatch()
+  policy = (cpu_runtime.retained_memory() if args.host_memory == "retain"
+            else contextlib.nullcontext(False))
+  with policy as retained:
+    print("host memory: " + ("freed memory retained between steps (synchronous dispatch)"
+                             if retained else "glibc default (freed blocks unmapped)"),
+          flush=True)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
   target_tokens = args.batch_size * args.target_length
   systems = {}
   logits_dtypes = [d.strip() for d in args.logits_dtypes.split(",") if d.strip()]

@@ -131,6 +131,8 @@ def format_table(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
   import gin  # pylint: disable=g-import-not-at-top
+  from cot_distill import cpu_runtime  # pylint: disable=g-import-not-at-top
+  cpu_runtime.prefer_synchronous_dispatch()
   from cot_distill import vocabularies  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from cot_distill.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   if args.gin_file or args.gin_binding:
@@ -147,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
       print(f"cot-distill evaluate: missing {', '.join(missing)}", file=sys.stderr)
       return 2
-  summary = evaluator.evaluate(**keywords)
+  with cpu_runtime.retained_memory():
+    summary = evaluator.evaluate(**keywords)
   print(format_table(summary))
   print(f"predictions and summary.json in {keywords.get('out_dir', '(gin out_dir)')}")
   return 0

@@ -95,6 +95,8 @@ class _LibraryChatterFilter(logging.Filter):
 def run(args: argparse.Namespace) -> int:
   for handler in logging.getLogger().handlers:
     handler.addFilter(_LibraryChatterFilter())
+  from cot_distill import cpu_runtime  # pylint: disable=import-outside-toplevel
+  cpu_runtime.prefer_synchronous_dispatch()
   from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
   multihost.initialize(args.coordinator_address, args.num_processes,
                        args.process_id)

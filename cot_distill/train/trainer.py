@@ -24,6 +24,7 @@ import optax
 import seqio
 from jax.experimental import multihost_utils
 
+from cot_distill import cpu_runtime
 from cot_distill.train import checkpoints
 from cot_distill.train import data
 from cot_distill.train import initial_checkpoint
@@ -183,6 +184,9 @@ def train(*,
     log_every_steps: metrics summary interval.
     peak_flops_per_device: device peak FLOP/s, to log MFU.
   """
+  # Best effort: only a process that has not run JAX yet can switch (the
+  # CLIs switch first thing); the memory policy below needs it.
+  cpu_runtime.prefer_synchronous_dispatch()
   data.import_task_module(mixture_or_task_module)
   data.require_examples(mixture_or_task_name=mixture_or_task_name,
                         task_feature_lengths=task_feature_lengths,
@@ -222,7 +226,10 @@ def train(*,
       partitioner=partitioner, seed=seed,
       start_step=int(jax.device_get(train_state.step)), pack=pack,
       use_cached=use_cached_tasks)
-  return loop.run(train_state, train_step, batches)
+  with cpu_runtime.retained_memory() as retained:
+    if retained:
+      logging.info("CPU steps reuse their host memory (cot_distill.cpu_runtime)")
+    return loop.run(train_state, train_step, batches)
 
 
 class _TrainLoop:
