@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cot_distill.model import matmul
+from cot_distill.model import matmul, row_sums
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -82,7 +82,30 @@ class RmsNorm(nn.Module):
     y = jnp.asarray(x * jax.lax.rsqrt(mean_square + self.epsilon), self.dtype)
     scale = self.param("scale", nn.with_logical_partitioning(
         nn.initializers.ones, ("embed",)), (x.shape[-1],), self.param_dtype)
-    return y * jnp.asarray(scale, self.dtype)
+    return scale_features(y, jnp.asarray(scale, self.dtype))
+
+
+@jax.custom_vjp
+def scale_features(x: Array, scale: Array) -> Array:
+  """x [..., features] * scale [features], as autodiff would differentiate it,
+
+  except that the scale's gradient (a sum over every token) is summed by
+  `row_sums.sum_of_products` instead of XLA:CPU's slow leading-axis reduction:
+  42 such sums in T5 1.1 small took ~75 ms of a training step.
+  """
+  return x * scale
+
+
+def _scale_features_forward(x, scale):
+  return x * scale, (x, scale)
+
+
+def _scale_features_backward(residuals, cotangent):
+  x, scale = residuals
+  return (cotangent * scale).astype(x.dtype), row_sums.sum_of_products(cotangent, x).astype(scale.dtype)
+
+
+scale_features.defvjp(_scale_features_forward, _scale_features_backward)
 
 
 class Embed(nn.Module):

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cot_distill.model import row_sums
+
 
 class OptimizerFactory(Protocol):
   """Builds a gradient transformation around a learning-rate schedule."""
@@ -68,33 +70,15 @@ def warmup_cosine_schedule(peak_learning_rate: float = 1e-3,
 
 
 def _mean_of_squares(x: jax.Array, axis: int) -> jax.Array:
-  """`jnp.mean(x ** 2, axis)`, with the leading axis of a matrix summed pairwise.
+  """`jnp.mean(x ** 2, axis)`; a matrix's leading axis through `row_sums`.
 
-  XLA:CPU reduces a matrix over its leading (strided) axis about 20x slower
-  than over its contiguous one (60 ms vs 3 ms for a 512 x 32128 float32
-  matrix); every factored Adafactor statistic needs one such mean, which made
-  them most of the optimizer's time. Halving the rows and adding the halves
-  is elementwise work XLA vectorises; squaring inside the first halving
-  avoids writing the squared matrix out. Only the summation order differs.
+  Every factored Adafactor statistic needs one mean over a matrix's leading
+  axis, which XLA:CPU's own reduction made most of the optimizer's time
+  (see `cot_distill.model.row_sums`). Only the summation order differs.
   """
   if x.ndim != 2 or axis != 0:
     return jnp.mean(jnp.square(x), axis=axis)
-  count = x.shape[0]
-  if count == 1:
-    return jnp.square(x[0])
-  # Square each half on its own: one fused pass reads x once, where a
-  # squared copy shared by both halves would be written out first.
-  half = count // 2
-  last = x[-1:]
-  x = jnp.square(x[:half]) + jnp.square(x[half:2 * half])
-  if count % 2:
-    x = jnp.concatenate([x[:1] + jnp.square(last), x[1:]], axis=0)
-  while x.shape[0] > 1:
-    if x.shape[0] % 2:
-      x = jnp.concatenate([x[:1] + x[-1:], x[1:-1]], axis=0)
-    half = x.shape[0] // 2
-    x = x[:half] + x[half:]
-  return x[0] / count
+  return row_sums.sum_of_products(x, x) / x.shape[0]
 
 
 def _factored_dims(shape: tuple[int, ...], factored: bool,
