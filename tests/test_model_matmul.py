@@ -114,3 +114,30 @@ def test_batched_matmul_values_and_gradients(shapes):
     np.testing.assert_allclose(g, w, rtol=0.05, atol=0.02)
   out = matmul.batched_matmul(a, b, dtype=jnp.bfloat16)
   assert out.dtype == jnp.bfloat16 and out.shape == shapes[0][:-1] + shapes[1][-1:]
+
+
+def _compiled_dot_operand_types(function, *args):
+  """Operand dtypes of every dot in XLA's optimised program."""
+  text = jax.jit(function).lower(*args).compile().as_text()
+  types = []
+  for name, params in re.findall(r"^%(\S+) \((.*?)\) -> \S+ \{", text, re.M):
+    body = text.split(f"%{name} (", 1)[1].split("\n}", 1)[0]
+    if " dot(" in body:
+      types.append(sorted(set(re.findall(r"(bf16|f32)\[", params))))
+  return types
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU kernel selection")
+def test_batched_gradient_products_keep_bfloat16_operands_on_cpu():
+  # Both gradient products read an operand transposed; XLA keeps such a
+  # transpose as a layout change unless the batch is flattened, and then runs
+  # the product in float32 (see `_batched_product`).
+  a, b = _operands((2, 3, 16, 32), (2, 3, 32, 24))
+
+  def gradients(a, b):
+    return jax.grad(lambda a, b: jnp.sum(jnp.sin(matmul.batched_matmul(
+        a, jnp.swapaxes(b, -1, -2), dtype=jnp.bfloat16).astype(jnp.float32))),
+                    argnums=(0, 1))(a, jnp.swapaxes(b, -1, -2))
+
+  types = _compiled_dot_operand_types(gradients, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+  assert len(types) == 3 and all(t == ["bf16"] for t in types), types

@@ -124,13 +124,20 @@ def _batched_product(lhs: Array, rhs: Array, out_dtype: Any) -> Array:
 
   The barriers keep XLA from folding a caller's transpose into the product:
   YNNPACK only takes row-major operands, and XLA:CPU's fallback kernel has
-  no bfloat16 x bfloat16 -> float32.
+  no bfloat16 x bfloat16 -> float32. The batch axes are flattened into one
+  for the same reason: XLA keeps a transpose of a matrix's last two axes as
+  a layout change, and a batched product whose operand arrives in that
+  column-major layout is run in float32 (the attention products of a training
+  step were; half YNNPACK's bfloat16 speed). Flattening the batch forces a
+  row-major copy.
   """
   lhs, rhs = jax.lax.optimization_barrier((lhs, rhs))
-  batch = tuple(range(lhs.ndim - 2))
-  dims = (((lhs.ndim - 1,), (rhs.ndim - 2,)), (batch, batch))
-  return jax.lax.dot_general(lhs, rhs, dims,
-                             preferred_element_type=jnp.float32).astype(out_dtype)
+  batch_shape = lhs.shape[:-2]
+  lhs = lhs.reshape((-1,) + lhs.shape[-2:])
+  rhs = rhs.reshape((-1,) + rhs.shape[-2:])
+  product = jax.lax.dot_general(lhs, rhs, (((2,), (1,)), ((0,), (0,))),
+                                preferred_element_type=jnp.float32)
+  return product.reshape(batch_shape + product.shape[-2:]).astype(out_dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
