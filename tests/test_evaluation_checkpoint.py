@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -22,8 +23,10 @@ def _model_dir(path, task="demo.coin.cot"):
   return path
 
 
-def test_trainer_model_dir_and_its_steps(tmp_path):
+def test_trainer_model_dir_and_its_steps(tmp_path, t5x_tiny_dir, monkeypatch):
   model_dir = _model_dir(tmp_path / "model")
+  (model_dir / "vocab").mkdir()
+  shutil.copy(t5x_tiny_dir / "spm256.model", model_dir / "vocab" / "spm.model")
   description = predictor_lib.describe_checkpoint(model_dir)
   assert description.kind == "trainer"
   assert description.step is None and description.resolved_step == 20
@@ -32,11 +35,17 @@ def test_trainer_model_dir_and_its_steps(tmp_path):
   step = predictor_lib.describe_checkpoint(model_dir / "checkpoint_10")
   assert (step.kind, step.step, step.resolved_step) == ("trainer", 10, 10)
   assert step.model_dir == str(model_dir)
-  # A relative vocabulary path is relative to model_config.json.
-  assert predictor_lib._vocabulary_settings(description, None, None) == (
-      os.path.join(str(model_dir), "vocab/spm.model"), 0)
-  assert predictor_lib._vocabulary_settings(description, "/x.model", 100) == (
-      "/x.model", 100)
+  # A relative vocabulary path is relative to model_config.json, from any
+  # working directory.
+  monkeypatch.chdir(tmp_path)
+  vocabulary = predictor_lib._vocabulary(description, None, None)
+  assert vocabulary.sentencepiece_model_file == os.path.join(
+      str(model_dir), "vocab/spm.model")
+  assert vocabulary.extra_ids == 0
+  explicit = predictor_lib._vocabulary(description, str(model_dir / "vocab" / "spm.model"), 3)
+  assert explicit.extra_ids == 3
+  with pytest.raises(FileNotFoundError, match="spm-path"):
+    predictor_lib._vocabulary(description, "/x.model", 100)
 
 
 def test_t5x_checkpoint_with_the_fixture_model_config(t5x_tiny_dir):
@@ -45,9 +54,9 @@ def test_t5x_checkpoint_with_the_fixture_model_config(t5x_tiny_dir):
   assert description.kind == "t5x"
   assert description.step == 1000
   assert description.model_config["t5config"]["vocab_size"] == 256
-  path, extra_ids = predictor_lib._vocabulary_settings(description, None, None)
-  assert path == os.path.join(str(t5x_tiny_dir), "spm256.model")
-  assert extra_ids == 0
+  vocabulary = predictor_lib._vocabulary(description, None, None)
+  assert vocabulary.sentencepiece_model_file == os.path.join(str(t5x_tiny_dir), "spm256.model")
+  assert vocabulary.extra_ids == 0
 
 
 def test_unusable_checkpoints_are_explained(tmp_path):

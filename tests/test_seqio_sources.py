@@ -126,5 +126,3 @@ def test_vocabulary_precedence_and_laziness(monkeypatch, spm_path):
   assert vocabulary is vocabularies.get_vocabulary(str(spm_path))  # one instance
   assert vocabulary.encode("Hello world") == [8774, 296]  # SOURCES.md
   assert vocabulary.vocab_size == 32100  # 32,000 pieces + 100 T5 sentinels
-  assert vocabularies.vocabulary_config(vocabulary) == {"spm_path": str(spm_path),
-                                                        "extra_ids": 100}

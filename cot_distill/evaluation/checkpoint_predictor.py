@@ -198,22 +198,15 @@ def describe_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
       model_config=model_config, model_config_path=config_path)
 
 
-def _vocabulary_settings(description: CheckpointDescription,
-                         spm_path: str | None, extra_ids: int | None
-                         ) -> tuple[str | None, int | None]:
-  """(spm_path, extra_ids): explicit > model_config.json > package default.
-
-  A relative spm path in model_config.json is relative to that file, so a
-  model directory can carry its vocabulary with it.
-  """
-  settings = description.model_config.get("vocabulary") or {}
-  path = spm_path or settings.get("spm_path") or settings.get("sentencepiece_model")
-  if (path and not spm_path and not _is_remote(str(path))
-      and not os.path.isabs(path) and description.model_config_path):
-    path = _join(_parent(description.model_config_path), path)
-  if extra_ids is None:
-    extra_ids = settings.get("extra_ids")
-  return path, extra_ids
+def _vocabulary(description: CheckpointDescription, spm_path: str | None,
+                extra_ids: int | None):
+  """explicit > model_config.json (relative to its directory) > package default."""
+  from cot_distill import vocabularies  # pylint: disable=g-import-not-at-top
+  directory = (_parent(description.model_config_path)
+               if description.model_config_path else None)
+  return vocabularies.from_description(
+      description.model_config.get("vocabulary"), directory,
+      spm_path=spm_path, extra_ids=extra_ids)
 
 
 def _t5_config_for(description: CheckpointDescription):
@@ -278,12 +271,9 @@ class CheckpointPredictor:
                       decode: DecodeSettings, batch_size: int,
                       spm_path: str | None = None,
                       extra_ids: int | None = None) -> "CheckpointPredictor":
-    from cot_distill import vocabularies  # pylint: disable=g-import-not-at-top
     description = describe_checkpoint(checkpoint)
+    vocabulary = _vocabulary(description, spm_path, extra_ids)
     params, config, info = restore(description)
-    path, ids = _vocabulary_settings(description, spm_path, extra_ids)
-    vocabulary = (vocabularies.get_vocabulary(path, ids) if ids is not None
-                  else vocabularies.get_vocabulary(path))
     lengths = description.task_feature_lengths
     max_input = (decode.max_input_length or lengths.get("inputs")
                  or DEFAULT_MAX_INPUT_LENGTH)
@@ -291,7 +281,7 @@ class CheckpointPredictor:
                   or DEFAULT_MAX_DECODE_LENGTH)
     logging.info("restored %s (step %s): %s; vocabulary %s; lengths %d/%d",
                  checkpoint, info.get("step", description.step), config,
-                 path, max_input, max_decode)
+                 vocabulary.sentencepiece_model_file, max_input, max_decode)
     return cls(params, config, vocabulary, decode=decode,
                batch_size=batch_size, max_input_length=int(max_input),
                max_decode_length=int(max_decode))

@@ -25,6 +25,7 @@ import seqio
 from jax.experimental import multihost_utils
 
 from cot_distill import cpu_runtime
+from cot_distill import vocabularies
 from cot_distill.train import checkpoints
 from cot_distill.train import data
 from cot_distill.train import initial_checkpoint
@@ -81,11 +82,11 @@ class PreemptionWatcher:
       self._previous = None
 
 
-def _vocabulary_info(mixture_or_task_name: str) -> dict[str, Any]:
+def _store_vocabulary(model_dir: str, mixture_or_task_name: str) -> dict[str, Any]:
+  """Copies the task's vocabulary into MODEL_DIR; its model_config.json entry."""
   vocabulary = seqio.get_mixture_or_task(
       mixture_or_task_name).output_features["targets"].vocabulary
-  return {"spm_path": getattr(vocabulary, "sentencepiece_model_file", None),
-          "extra_ids": getattr(vocabulary, "extra_ids", 0)}
+  return vocabularies.store_in_model_dir(vocabulary, model_dir)
 
 
 def _write_run_files(model_dir: str, model: Any, mixture_or_task_name: str,
@@ -100,7 +101,7 @@ def _write_run_files(model_dir: str, model: Any, mixture_or_task_name: str,
                                   operative)
   checkpoints.write_model_config(
       model_dir, config=model.config,
-      vocabulary=_vocabulary_info(mixture_or_task_name),
+      vocabulary=_store_vocabulary(model_dir, mixture_or_task_name),
       mixture_or_task_name=mixture_or_task_name,
       task_feature_lengths=task_feature_lengths)
 
