@@ -15,7 +15,13 @@ Extraction order, for every answer type (`extract_answer`):
    FIRST answer there (the answer comes right after the marker; later text
    is commentary). Rule names start with "marker_" (e.g. "marker_number",
    "marker_quoted", "marker_letter", "marker_choice_text", "marker_date").
-   If nothing parsable follows the last marker, the previous marker is read
+   A marker with nothing after it (no letter or digit before the next
+   marker or the end: a stage-2 answer the teacher left empty, "The answer
+   is" cut off by the token limit) states no answer at all, so it is
+   skipped, and the marker before it is read as the final one, however far
+   back it is.
+   If something follows the last marker but nothing parsable ("the answer
+   is: it depends"), the previous marker is read
    instead, but only while it is a restatement pair: the earlier statement
    runs straight into the later marker (at most RESTATEMENT_GAP characters
    between them, "27. The answer (in words) is twenty-seven.") and is not
@@ -25,6 +31,10 @@ Extraction order, for every answer type (`extract_answer`):
    reasoning for a stray "no" or number would credit a guess the model did
    not make (on Kojima et al.'s StrategyQA log, falling back to the last
    yes/no word there turned 168 "unknown"/"it depends" answers into answers).
+   For the choice types, an answer statement that hedges between two
+   options ("(A) or (B)", "Sam or Helga" in its first sentence) is no
+   answer: `Extraction(None, "hedge")`; crediting its first option would
+   reward a guess between two.
 2. **Fallbacks**, only when the text has NO marker, searching the whole text:
    - number: the last number ("last_number");
    - yes/no: the last standalone "yes"/"no" word ("last_yes_no");
@@ -36,6 +46,11 @@ Extraction order, for every answer type (`extract_answer`):
    - letters: the last quoted letter string ("last_quoted"), else the final
      token ("final_token").
 3. Nothing found: `Extraction(None, "none")`.
+
+Only a marker rule is evidence that the model stated an answer; a fallback
+finds *something* of the type in any text (a random model's gibberish holds
+numbers), so `answer_source(rule)` tells the two apart ("marker",
+"fallback" or "none") and answer-found rates count markers only.
 
 Per-type readers: a number is optional sign, digits with optional comma
 thousands groups and decimals; currency signs, "%", units and a trailing
@@ -204,6 +219,12 @@ def _find_letter(span: str, labels: str, first: bool,
   return _pick(found, first)
 
 
+def _choice_needle(text: str) -> str:
+  """A choice's text as searched for: lower-case, without the final period
+  BIG-bench options carry ("Helga." is mentioned as "Helga or Sam")."""
+  return text.strip().rstrip(".").strip().lower()
+
+
 def _find_choice_text(span: str, choices: Choices, first: bool) -> str | None:
   """The label of the choice whose text appears (whole words, any case).
 
@@ -214,7 +235,7 @@ def _find_choice_text(span: str, choices: Choices, first: bool) -> str | None:
   hits = []  # (position, -length, label)
   lowered = span.lower()
   for label, text in choices:
-    needle = text.strip().lower()
+    needle = _choice_needle(text)
     if not needle:
       continue
     pattern = r"(?<!\w)" + re.escape(needle) + r"(?!\w)"
@@ -316,6 +337,41 @@ def _is_conditional(text: str, marker: re.Match) -> bool:
   return re.search(r"\bif\b", text[start:marker.start()], re.IGNORECASE) is not None
 
 
+def _is_empty_statement(span: str) -> bool:
+  """Whether a marker is followed by no letter or digit at all."""
+  return re.search(r"[^\W_]", span) is None
+
+
+_HEDGE_RE = re.compile(r"\bor\b", re.IGNORECASE)
+
+
+def _option_mentions(sentence: str, labels: str, choices: Choices) -> list[tuple[int, int, str]]:
+  """(start, end, label) of every choice letter or choice text in `sentence`."""
+  letters = "".join(re.escape(l) for l in labels)
+  found = [(m.start(), m.end(), m.group(1) or m.group(2)) for m in re.finditer(
+      rf"\(\s*([{letters}])\s*\)|(?<![A-Za-z0-9'])([{letters}])(?=[).:,;\"\s]|$)",
+      sentence)]
+  for label, option in choices or ():
+    needle = _choice_needle(option)
+    if needle:
+      found += [(m.start(), m.end(), label.upper()) for m in re.finditer(
+          r"(?<!\w)" + re.escape(needle) + r"(?!\w)", sentence.lower())]
+  return sorted(found)
+
+
+def _is_hedge(span: str, answer_type: AnswerType, choices: Choices) -> bool:
+  """Whether the statement's first sentence offers two options joined by "or"."""
+  if answer_type not in _DEFAULT_LABELS:
+    return False
+  boundary = _SENTENCE_END_RE.search(span.lstrip())
+  sentence = span.lstrip()[:boundary.start() if boundary else None]
+  mentions = _option_mentions(sentence, _labels(answer_type, choices), choices)
+  for (_, end, label), (start, _, other) in zip(mentions, mentions[1:]):
+    if other != label and start >= end and _HEDGE_RE.search(sentence[end:start]):
+      return True
+  return False
+
+
 def _extract_after_markers(text: str, markers: list[re.Match],
                            answer_type: AnswerType,
                            choices: Choices) -> Extraction:
@@ -330,13 +386,19 @@ def _extract_after_markers(text: str, markers: list[re.Match],
   answer is yes. The answer is: it depends.") is not the model's final
   answer, so the walk stops there.
   """
-  for position in range(len(markers) - 1, -1, -1):
+  final = len(markers)
+  while final and _is_empty_statement(
+      text[markers[final - 1].end():markers[final].start() if final < len(markers) else None]):
+    final -= 1  # An empty statement: the previous marker is the final one.
+  for position in range(final - 1, -1, -1):
     end = markers[position + 1].start() if position + 1 < len(markers) else len(text)
     span = text[markers[position].end():end]
-    if position + 1 < len(markers) and (
+    if position + 1 < final and (
         len(span.strip()) > RESTATEMENT_GAP
         or _is_conditional(text, markers[position])):
       break
+    if _is_hedge(span, answer_type, choices):
+      return Extraction(None, "hedge")
     for name, parser in _marker_rules(answer_type, choices):
       found = parser(span, True)
       if found is not None:
@@ -369,6 +431,23 @@ def extract_answer(text: str, answer_type: AnswerType | str,
     if found is not None:
       return Extraction(found, name)
   return Extraction(None, "none")
+
+
+MARKER_RULE_PREFIX = "marker_"
+NO_ANSWER_RULES = ("none", "hedge")
+
+
+def answer_source(rule: str | None) -> str:
+  """How an extraction rule found its answer: "marker", "fallback" or "none".
+
+  "marker": the text states its answer ("The answer is 18"); "fallback": the
+  text states none and a rule picked the last thing of the type in it (which
+  any text with a number or a "yes" has, gibberish included); "none": no
+  answer (nothing found, or a hedge between options).
+  """
+  if not rule or rule in NO_ANSWER_RULES:
+    return "none"
+  return "marker" if rule.startswith(MARKER_RULE_PREFIX) else "fallback"
 
 
 # ----------------------------------------------------------------------------

@@ -14,13 +14,15 @@ keep is exactly a prediction the evaluation counts correct.
     -> {"id": "gsm8k/test/0", "answer": "18", "answer_type": "number",
         "choices": None}
   answer_accuracy(targets, predictions)
-    -> {"accuracy": 100.0, "answer_found_rate": 100.0, "num_examples": 1.0}
+    -> {"accuracy": 100.0, "answer_found_rate": 100.0,
+        "answer_fallback_rate": 0.0, "num_examples": 1.0}
 
 Percentages, like `seqio.metrics.accuracy` and T5X's logs.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Iterable, Mapping, Sequence
 
 from cot_distill import answers
@@ -80,8 +82,11 @@ def answer_accuracy(targets: Sequence[Mapping[str, Any]],
   """Accuracy and answer-found rate (percent) over postprocessed pairs.
 
   accuracy: share of predictions the judge counts correct.
-  answer_found_rate: share where some extraction rule fired (rule != "none"),
-    which separates "wrong answer" from "no answer at all".
+  answer_found_rate: share whose answer a marker rule found ("The answer is
+    X"), which separates "wrong answer" from "no answer at all". A
+    fallback (the last number in text without any answer statement) is not
+    an answer found: a random model's gibberish holds numbers.
+  answer_fallback_rate: share whose answer only a fallback rule found.
   """
   if len(targets) != len(predictions):
     raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
@@ -91,11 +96,13 @@ def answer_accuracy(targets: Sequence[Mapping[str, Any]],
                        f"prediction {prediction['id']!r}")
   count = len(predictions)
   if count == 0:
-    return {"accuracy": 0.0, "answer_found_rate": 0.0, "num_examples": 0.0}
+    return {"accuracy": 0.0, "answer_found_rate": 0.0,
+            "answer_fallback_rate": 0.0, "num_examples": 0.0}
   correct = sum(1 for p in predictions if p["correct"])
-  found = sum(1 for p in predictions if p["predicted"] is not None)
+  sources = collections.Counter(answers.answer_source(p["rule"]) for p in predictions)
   return {"accuracy": 100.0 * correct / count,
-          "answer_found_rate": 100.0 * found / count,
+          "answer_found_rate": 100.0 * sources["marker"] / count,
+          "answer_fallback_rate": 100.0 * sources["fallback"] / count,
           "num_examples": float(count)}
 
 

@@ -177,3 +177,57 @@ def test_strip_then_append_gives_one_answer_sentence():
   rationale = "Jeff flips, so tails. Jen flips, so heads. So the answer is yes."
   target = answers.strip_answer_sentence(rationale) + " " + answers.answer_sentence("yes", "yes_no")
   assert target == "Jeff flips, so tails. Jen flips, so heads. The answer is yes."
+
+
+@pytest.mark.parametrize("text, answer_type, source", [
+    ("So the answer is 18.", "number", "marker"),
+    ("Answer: (B)", "multiple_choice", "marker"),
+    ("lol 72 72 the cat 3", "number", "fallback"),
+    ("yes yes no", "yes_no", "fallback"),
+    ("nothing here", "number", "none"),
+    ("The answer is (A) or (B).", "multiple_choice", "none"),
+])
+def test_answer_source_separates_stated_answers_from_fallbacks(text, answer_type, source):
+  assert answers.answer_source(answers.extract_answer(text, answer_type).rule) == source
+
+
+def test_empty_final_marker_falls_back_to_the_previous_marker_however_far():
+  reasoning = "She adds the parts one by one, and it takes a while to explain. " * 4
+  text = f"So the answer is 42. {reasoning}\nTherefore, the answer (arabic numerals) is"
+  assert answers.extract_answer(text, "number") == answers.Extraction("42", "marker_number")
+  # Punctuation alone after the marker is empty too.
+  assert answers.extract_answer("The answer is 7. Therefore, the answer is: .",
+                                "number").answer == "7"
+  # A non-empty statement with no answer still stops the walk (no stray number).
+  assert answers.extract_answer(
+      f"So the answer is 42. {reasoning} The answer is: it depends.", "number"
+  ) == answers.Extraction(None, "none")
+
+
+@pytest.mark.parametrize("text", [
+    "Therefore, among A through C, the answer is (A) or (B).",
+    "Therefore, among A through C, the answer is either A or C.",
+    "Therefore, among A through C, the answer is Sam or Helga.",
+    "The answer is (A) Sam. or (B)",  # second sentence: not a hedge, see below
+])
+def test_hedge_between_two_options_is_no_answer(text):
+  choices = (("A", "Sam."), ("B", "Helga."), ("C", "Karl."))
+  extraction = answers.extract_answer(text, "option_text", choices)
+  if text.endswith("(B)"):
+    assert extraction == answers.Extraction("A", "marker_letter")
+  else:
+    assert extraction == answers.Extraction(None, "hedge")
+
+
+def test_no_hedge_when_the_same_option_is_named_twice_or_numbers_are_involved():
+  choices = (("A", "Sam."), ("B", "Helga."), ("C", "Karl."))
+  assert answers.extract_answer("The answer is (A) Sam, or A.", "option_text",
+                                choices).answer == "A"
+  assert answers.extract_answer("The answer is 5 or 6.", "number").answer == "5"
+
+
+def test_choice_text_matches_without_the_options_final_period():
+  choices = (("A", "brown ball."), ("B", "red ball."), ("C", "purple ball."))
+  assert answers.extract_answer("So the answer is the red ball, I think.",
+                                "option_text", choices) == answers.Extraction(
+                                    "B", "marker_choice_text")

@@ -29,8 +29,10 @@ PREDICTIONS = [
     ("The largest number is 40", "last_choice_text", True),
     ("Yes, ice is frozen water", "last_yes_no", True),
 ]
-EXPECTED = {"accuracy": 100.0 * 4 / 6, "answer_found_rate": 100.0 * 5 / 6,
-            "num_examples": 6.0}
+# Found = stated after a marker (predictions 0 and 2); the three fallbacks
+# (1, 4, 5) are reported apart; "I cannot tell." is neither.
+EXPECTED = {"accuracy": 100.0 * 4 / 6, "answer_found_rate": 100.0 * 2 / 6,
+            "answer_fallback_rate": 100.0 * 3 / 6, "num_examples": 6.0}
 TASK = "cot_distill_test.metrics_eval"
 
 
@@ -100,3 +102,18 @@ def test_postprocess_refuses_what_it_cannot_judge(task):
 def test_rule_counts():
   outputs = [{"rule": r} for r in ("last_number", "none", "last_number")]
   assert metrics.rule_counts(outputs) == {"last_number": 2, "none": 1}
+
+
+def test_gibberish_with_numbers_is_not_an_answer_found(task):
+  """A random-init model's output: numbers, but no answer statement."""
+  examples = list(task.get_dataset(None, split="test", shuffle=False).as_numpy_iterator())
+  gibberish = ["lol 72 72 the cat 3", "sat sat 9 on on", "18 18 18", "four 40",
+               "(C) x y", "no yes no"]
+  targets = [metrics.postprocess_answer("", example=e, is_target=True) for e in examples]
+  predictions = [metrics.postprocess_answer(text, example=e)
+                 for text, e in zip(gibberish, examples)]
+  scores = metrics.answer_accuracy(targets, predictions)
+  assert scores["answer_found_rate"] == 0.0
+  assert scores["answer_fallback_rate"] == 100.0
+  # The fallbacks still score (a lucky "72" is correct) but are not "found".
+  assert scores["accuracy"] > 0.0

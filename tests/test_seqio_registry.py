@@ -187,4 +187,4 @@ def test_every_eval_task_scores_a_file_of_known_predictions_exactly(registered, 
   assert count > 0
   assert metrics.score_examples(task, examples, predictions) == {
       "accuracy": 100.0 * correct / count, "answer_found_rate": 100.0 * found / count,
-      "num_examples": float(count)}
+      "answer_fallback_rate": 0.0, "num_examples": float(count)}

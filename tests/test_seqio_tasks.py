@@ -78,7 +78,8 @@ def test_seqio_test_task_injects_a_record_and_scores_its_own_target(vocabulary):
   # (test_utils.test_task would feed token ids where it encodes strings.)
   metrics = test_utils.test_postprocessing(
       name, raw, predict_output=[output["targets_pretokenized"].decode()])
-  assert metrics == {"accuracy": 100.0, "answer_found_rate": 100.0, "num_examples": 1.0}
+  assert metrics == {"accuracy": 100.0, "answer_found_rate": 100.0,
+                     "answer_fallback_rate": 0.0, "num_examples": 1.0}
   wrong = test_utils.test_postprocessing(name, raw, predict_output=["The answer is A."])
   assert wrong["accuracy"] == 0.0
 

@@ -10,6 +10,7 @@ import collections
 import math
 from typing import Any, Mapping, Sequence
 
+from cot_distill import answers
 from cot_distill.evaluation import statistics
 from cot_distill.evaluation.predictions import Scorer
 
@@ -73,11 +74,13 @@ class _ExampleView:
 def _calculator_statistics(records: Sequence[Mapping[str, Any]]
                            ) -> dict[str, Any]:
   flags = [bool(r["calculator_correct"]) for r in records]
-  found = sum(1 for r in records if r["calculator_predicted"] is not None)
+  sources = collections.Counter(
+      answers.answer_source(r.get("calculator_rule")) for r in records)
   changed = sum(1 for r in records if r.get("calculator_corrections"))
   return {
       "accuracy": statistics.accuracy(flags).to_dict(),
-      "answer_found_rate": found / len(records),
+      "answer_found_rate": sources["marker"] / len(records),
+      "answer_fallback_rate": sources["fallback"] / len(records),
       "examples_with_corrections": changed,
       # Examples the calculator turned from wrong to right, and vice versa:
       # the net gain alone would hide a calculator that also breaks answers.
@@ -97,14 +100,17 @@ def summarise_task(records: Sequence[Mapping[str, Any]],
   """
   if not records:
     return {"num_examples": 0, "accuracy": statistics.accuracy([]).to_dict(),
-            "answer_found_rate": math.nan}
+            "answer_found_rate": math.nan, "answer_fallback_rate": math.nan}
   flags = [bool(r["correct"]) for r in records]
-  found = sum(1 for r in records if r["predicted"] is not None)
+  # Found means stated: only marker rules count (`answers.answer_source`).
+  sources = collections.Counter(answers.answer_source(r["rule"]) for r in records)
   summary: dict[str, Any] = {
       "num_examples": len(records),
       "accuracy": statistics.accuracy(flags).to_dict(),
-      "answer_found": found,
-      "answer_found_rate": found / len(records),
+      "answer_found": sources["marker"],
+      "answer_found_rate": sources["marker"] / len(records),
+      "answer_fallback": sources["fallback"],
+      "answer_fallback_rate": sources["fallback"] / len(records),
       "rule_counts": dict(sorted(collections.Counter(
           r["rule"] for r in records).items())),
   }
