@@ -32,7 +32,8 @@ def register(subparsers) -> None:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   what = parser.add_argument_group("what to annotate")
   what.add_argument("--dataset", help="registry name, or coin_flip_gen / last_letters_gen")
-  what.add_argument("--split", default="train")
+  what.add_argument("--split", default=None,
+                    help="default train; with --from-log, taken from the log (must match it)")
   what.add_argument("--data-dir", default=None, help="benchmark files (registry loader)")
   what.add_argument("--examples", default=None, help="JSONL of Example dicts to annotate")
   what.add_argument("--generate-n", type=int, default=None, help="generate N symbolic examples")
@@ -108,7 +109,8 @@ def _config_from_args(args, runner):
   if temperature is None:
     temperature = 0.0 if args.samples == 1 else 0.7
   return runner.AnnotationConfig(
-      dataset=args.dataset, split=args.split, teacher_url=args.teacher_url, model=args.model,
+      dataset=args.dataset, split=args.split or "train", teacher_url=args.teacher_url,
+      model=args.model,
       prompt_mode=args.prompt_mode, style=args.style, samples=args.samples,
       temperature=temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
       stop=tuple(args.stop) if args.stop else None, answer_max_tokens=args.answer_max_tokens,
@@ -124,19 +126,40 @@ def _import(args) -> dict:
   if not args.out:
     raise SystemExit("error: imports need --out DIR")
   if args.from_log:
-    return importers.import_kojima_log(args.from_log, args.out, data_dir=args.data_dir)
+    manifest = importers.import_kojima_log(args.from_log, args.out, data_dir=args.data_dir,
+                                           dataset=args.dataset, split=args.split)
+    _print_alignment(args.from_log, manifest)
+    return manifest
   examples = None
+  split = args.split or "train"
   if args.dataset:
-    config = runner.AnnotationConfig(dataset=args.dataset, split=args.split, teacher_url="",
+    config = runner.AnnotationConfig(dataset=args.dataset, split=split, teacher_url="",
                                      model="", data_dir=args.data_dir,
                                      examples_path=args.examples)
     examples = runner.load_examples(config)
-  return importers.import_jsonl(
+  manifest = importers.import_jsonl(
       args.from_jsonl, args.out, question_field=args.question_field,
       rationale_field=args.rationale_field, answer_field=args.answer_field,
       predicted_field=args.predicted_field, examples=examples,
-      dataset=args.dataset or "jsonl", split=args.split, answer_type=args.answer_type,
+      dataset=args.dataset or "jsonl", split=split, answer_type=args.answer_type,
       teacher_model=args.teacher_model)
+  _print_alignment(args.from_jsonl, manifest)
+  return manifest
+
+
+def _print_alignment(source: str, manifest: dict) -> None:
+  """An import's alignment on stderr: counts, and every reason records were left out."""
+  report = manifest.get("alignment")
+  if not report:
+    return
+  line = (f"{source}: aligned {report['aligned']} of {report['records']} to "
+          f"{manifest['dataset']['name']}/{manifest['dataset']['split']}")
+  missing = {reason: n for reason, n in report["unaligned"].items() if n}
+  if missing:
+    line += "; NOT aligned: " + ", ".join(f"{r}={n}" for r, n in sorted(missing.items()))
+  if report["gold_differs"]:
+    line += f"; own gold differs from ours: {report['gold_differs']}"
+  print(line, file=sys.stderr)
 
 
 def run_command(args) -> int:

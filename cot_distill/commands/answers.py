@@ -3,8 +3,10 @@
 `cot-distill answers agreement [--logs-dir DIR]` parses Kojima et al.'s
 zero-shot-CoT logs and compares our verdict (`cot_distill.answers.judge`) with
 the authors' own (exact string match of their cleansed prediction against
-GT) record by record. Every disagreement is put in a named class, so a new
-kind of disagreement shows up as "other" instead of hiding in a percentage.
+GT) record by record. Every disagreement is put in a named class
+(`DISAGREEMENT_CLASSES`, one line each in cot_distill/teacher/README.md); a
+kind no class explains shows up as "other" and fails the command, instead of
+hiding in a percentage.
 
 `cot-distill answers extract TEXT --type TYPE [--gold G]` shows what the
 extractor reads from one text and which rule fired.
@@ -22,6 +24,7 @@ import sys
 
 from cot_distill import answers
 from cot_distill.data.example import AnswerType
+from cot_distill.teacher import alignment
 from cot_distill.teacher import kojima_logs
 
 # The answer type of each Kojima et al. dataset name (their `--dataset`).
@@ -42,25 +45,56 @@ KOJIMA_ANSWER_TYPES = {
 MINIMUM_AGREEMENT = 98.0  # Percent, per log (issue 2).
 
 # Disagreement classes, each a reason the log's verdict differs from ours.
+# The log scores `pred_mode == GT` as strings after its own cleanser (first
+# number / first capital A-E / ... of the stage-2 text); we judge the whole
+# completion. Every class is checked by `classify_disagreement`, in order.
 GOLD_THOUSANDS_SEPARATOR = "gold_thousands_separator"
+GOLD_FLOAT_NOISE = "gold_float_noise"
 DECIMAL_ZEROS = "decimal_zeros"
+FRACTION_WITH_DECIMAL = "fraction_with_decimal"
 SEPARATED_LETTERS = "separated_letters"
+HEDGE = "hedge"
+OPTION_TEXT = "option_text"
+LOG_LETTER_INSIDE_WORD = "log_letter_inside_word"
+EMPTY_FINAL_MARKER = "empty_final_marker"
+NUMBER_IN_WORDS = "number_in_words"
 ANSWER_BEFORE_TRIGGER = "answer_before_trigger"
 OTHER = "other"
 DISAGREEMENT_CLASSES = {
     GOLD_THOUSANDS_SEPARATOR: (
         "GT has thousands separators ('40,000'); the log compares strings, "
         "so its correct '40000' is scored wrong"),
+    GOLD_FLOAT_NOISE: (
+        "GT carries float noise ('0.6666666666666666'); the prediction equals it "
+        "within our 1e-6 tolerance but not as a string"),
     DECIMAL_ZEROS: (
-        "the log's prediction equals GT as a number but not as a string "
-        "('14.00' vs '14')"),
+        "trailing zeros: the log's prediction equals GT as a number but not as a "
+        "string ('14.00' vs '14')"),
+    FRACTION_WITH_DECIMAL: (
+        "a fraction written with its decimal ('3/8 or 0.375'): the log takes the "
+        "numerator, we read the decimal (digits touching '/' are no number)"),
     SEPARATED_LETTERS: (
         "stage 2 spells the letters out ('\"n-a-e-y\"'); the log keeps the "
         "hyphens, we read the letters"),
+    HEDGE: (
+        "the answer hedges between two options ('(A) or (B)'): the log takes the "
+        "first, we count no answer"),
+    OPTION_TEXT: (
+        "the answer names an option's text (or date) instead of its letter: we "
+        "map it to the letter, the log's letter search misses it"),
+    LOG_LETTER_INSIDE_WORD: (
+        "the log's letter is a capital inside a word of the answer ('Claire' -> "
+        "C); we read only standalone or parenthesised letters"),
+    EMPTY_FINAL_MARKER: (
+        "nothing follows the final answer marker (empty stage 2): the log has no "
+        "prediction, we read the previous answer statement, however far back"),
+    NUMBER_IN_WORDS: (
+        "stage 2 writes the number in words or Roman numerals ('twelve', 'XII') "
+        "right after the CoT stated it in digits; we read the digits"),
     ANSWER_BEFORE_TRIGGER: (
         "stage 2 gives no answer ('the same for both questions'), the CoT's "
         "last sentence, right before the trigger, does ('The answer is yes.')"),
-    OTHER: "not explained: inspect it",
+    OTHER: "not explained: inspect it (the command fails while any is left)",
 }
 
 
@@ -103,33 +137,54 @@ class LogAgreement:
 
 def choices_from_question(question: str) -> tuple[tuple[str, str], ...] | None:
   """Kojima's choice datasets append "Answer Choices: (A) x (B) y ..."."""
-  _, found, listing = question.partition("Answer Choices:")
-  if not found:
-    return None
-  parts = re.split(r"\(([A-Z])\)", listing)
-  return tuple((parts[i], parts[i + 1].strip())
-               for i in range(1, len(parts) - 1, 2)) or None
+  return alignment.split_choices(question)[1]
+
+
+def _is_float_noise(gold: str) -> bool:
+  _, _, decimals = gold.partition(".")
+  return len(decimals) > 6
 
 
 def classify_disagreement(log: kojima_logs.KojimaLog,
                           record: kojima_logs.KojimaRecord,
                           answer_type: AnswerType,
-                          verdict: answers.Verdict) -> str:
-  """Names why the log's verdict and ours (`verdict`) differ."""
+                          verdict: answers.Verdict,
+                          choices: answers.Choices = None) -> str:
+  """Names why the log's verdict and ours (`verdict`) differ.
+
+  `choices` must be the ones `judge` saw (the log's own lettering), so an
+  answer given as option text is read here exactly as there.
+  """
   predicted, gold = record.pred_mode, record.gold
-  if verdict.correct and answer_type == AnswerType.NUMBER and predicted:
+  stage_two = record.answer_text
+  if verdict.rule == "hedge":
+    return HEDGE
+  is_number = answer_type == AnswerType.NUMBER
+  if verdict.correct and is_number and predicted:
     if "," in gold and predicted == gold.replace(",", ""):
       return GOLD_THOUSANDS_SEPARATOR
     if answers.answers_match(predicted, gold, answer_type):
-      return DECIMAL_ZEROS
+      return GOLD_FLOAT_NOISE if _is_float_noise(gold) else DECIMAL_ZEROS
+    if re.search(r"\d\s*/\s*\d", stage_two):
+      return FRACTION_WITH_DECIMAL
   if (verdict.correct and answer_type == AnswerType.LETTERS
       and re.fullmatch(r"[a-z]([- ]?[a-z])*", predicted or "")
       and re.sub(r"[- ]", "", predicted) == gold):
     return SEPARATED_LETTERS
+  if verdict.rule.endswith(("choice_text", "_date")):
+    return OPTION_TEXT
+  if (predicted and len(predicted) == 1 and predicted.isupper()
+      and re.search(rf"(?<![A-Za-z]){predicted}(?![A-Za-z])", stage_two) is None
+      and re.search(rf"[A-Za-z]{predicted}|{predicted}[A-Za-z]", stage_two)):
+    return LOG_LETTER_INSIDE_WORD
   if verdict.correct and not predicted:
-    stage_two = answers.extract_answer(log.trigger + record.answer_text,
-                                       answer_type)
-    if stage_two.answer is None:
+    if not re.search(r"[^\W_]", stage_two):
+      return EMPTY_FINAL_MARKER
+    if is_number and not re.search(r"\d", stage_two):
+      return NUMBER_IN_WORDS
+    trigger = log.zero_shot_trigger if log.is_direct else log.trigger
+    own = answers.extract_answer(trigger + stage_two, answer_type, choices)
+    if own.answer is None:
       return ANSWER_BEFORE_TRIGGER
   return OTHER
 
@@ -153,13 +208,13 @@ def log_agreement(log: kojima_logs.KojimaLog) -> LogAgreement:
   answer_type = KOJIMA_ANSWER_TYPES[log.dataset]
   our_correct, disagreements = 0, []
   for record in log.records:
-    verdict = answers.judge(log.completion(record), record.gold, answer_type,
-                            choices_from_question(record.question))
+    choices = choices_from_question(record.question)
+    verdict = answers.judge(log.completion(record), record.gold, answer_type, choices)
     our_correct += verdict.correct
     if verdict.correct != record.log_correct:
       disagreements.append(Disagreement(
           index=record.index,
-          category=classify_disagreement(log, record, answer_type, verdict),
+          category=classify_disagreement(log, record, answer_type, verdict, choices),
           log_prediction=record.pred_mode, our_prediction=verdict.predicted,
           gold=record.gold))
   return LogAgreement(
@@ -222,6 +277,11 @@ def run_agreement(args: argparse.Namespace) -> int:
   if low:
     print(f"agreement below {args.min_agreement}% for: {', '.join(low)}",
           file=sys.stderr)
+    return 1
+  unexplained = [r.name for r in results if r.counts_by_class().get(OTHER)]
+  if unexplained:
+    print(f"unclassified disagreements ({OTHER}) in: {', '.join(unexplained)}; "
+          "see --verbose-disagreements", file=sys.stderr)
     return 1
   return 0
 

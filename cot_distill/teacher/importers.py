@@ -2,15 +2,25 @@
 
 Two sources:
 
-* Kojima et al.'s GPT-3 (text-davinci-002) zero-shot-CoT logs
-  (`shared/data/teacher_outputs/*.log`, parsed by `kojima_logs`). Records in
-  a log follow a shuffled DataLoader order, so each is aligned to its dataset
-  Example by whitespace-normalised question text (SOURCES.md: gsm8k test,
-  svamp, strategyqa_bigbench, coin_flip and last_letters all align 100%). The
-  judged text is the full generation: CoT + " " + trigger + stage-2 answer.
+* Kojima et al.'s GPT-3 (text-davinci-002) zero-shot-CoT and zero-shot
+  (direct-answer) logs for all twelve of their datasets (`KOJIMA_DATASETS`
+  maps their names and `--dataset_path` files to our registry datasets and
+  splits; parsed by `kojima_logs`). Records in a log follow a shuffled
+  DataLoader order, so each is aligned to its dataset Example by question
+  text, undoing their rewriting (`alignment`: appended answer choices,
+  whitespace, quotes; stem plus choice set when options were reordered).
+  The judged text is the full generation: CoT + " " + trigger + stage-2
+  answer (a direct-answer run: its trigger + answer, and the answer text is
+  also the record's rationale). Each record keeps the log's index, gold and
+  verdict under `source`.
 * A generic JSON Lines file whose question / rationale / answer fields are
   named by flags; questions are aligned to a registry dataset, or the lines
   themselves supply gold answers (with an answer type).
+
+Both report their alignment in the manifest (`alignment`: aligned per
+method, unaligned per reason with the first log indices or line numbers,
+records whose own gold answer differs from ours), and an import that aligns
+nothing is an error, never an empty "complete" run.
 
 An import is small and deterministic, so it is written whole: records and
 dropped files are each replaced atomically, then the manifest is written
@@ -21,6 +31,7 @@ the next run redoes the import from scratch: nothing is lost or duplicated.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +40,7 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 from cot_distill.data.example import AnswerType, Example, make_id
+from cot_distill.teacher import alignment as alignment_lib
 from cot_distill.teacher import filtering
 from cot_distill.teacher import kojima_logs
 from cot_distill.teacher import records as records_lib
@@ -36,13 +48,35 @@ from cot_distill.teacher import runner
 
 logger = logging.getLogger(__name__)
 
-# Kojima log `dataset=` value -> (our dataset, split).
+
+@dataclasses.dataclass(frozen=True)
+class KojimaDataset:
+  """Our registry dataset for one of Kojima et al.'s `--dataset` names.
+
+  `split_by_file` maps the basename of the log's `dataset_path` to our split
+  (their code reads the file it is given, so GSM8K's train.jsonl is our
+  train split).
+  """
+
+  dataset: str
+  split_by_file: Mapping[str, str]
+
+
+# Kojima log `dataset=` value (their spelling) -> our dataset and splits.
 KOJIMA_DATASETS = {
-    "gsm8k": ("gsm8k", "test"),
-    "svamp": ("svamp", "test"),
-    "strategyqa": ("strategyqa_bigbench", "train"),
-    "coin_flip": ("coin_flip", "test"),
-    "last_letters": ("last_letters", "test"),
+    "gsm8k": KojimaDataset("gsm8k", {"test.jsonl": "test", "train.jsonl": "train"}),
+    "svamp": KojimaDataset("svamp", {"SVAMP.json": "test"}),
+    "multiarith": KojimaDataset("multiarith", {"MultiArith.json": "test"}),
+    "addsub": KojimaDataset("addsub", {"AddSub.json": "test"}),
+    "singleeq": KojimaDataset("singleeq", {"questions.json": "test"}),
+    "aqua": KojimaDataset("aqua", {"test.json": "test"}),
+    "commonsensqa": KojimaDataset("commonsenseqa", {"dev_rand_split.jsonl": "dev",
+                                                    "train_rand_split.jsonl": "train"}),
+    "strategyqa": KojimaDataset("strategyqa_bigbench", {"task.json": "train"}),
+    "bigbench_date": KojimaDataset("date_understanding", {"task.json": "test"}),
+    "object_tracking": KojimaDataset("tracking_shuffled_objects", {"task.json": "test"}),
+    "coin_flip": KojimaDataset("coin_flip", {"coin_flip.json": "test"}),
+    "last_letters": KojimaDataset("last_letters", {"last_letters.json": "test"}),
 }
 KOJIMA_TEACHER = {"model": "text-davinci-002", "temperature": 0.0, "top_p": 1.0,
                   "max_tokens": 128, "n": 1, "seed": None, "endpoint": "completions"}
@@ -62,32 +96,6 @@ def _file_sha256(path: str | os.PathLike) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
-
-
-class _QuestionIndex:
-  """Finds Examples by normalised question. A question text that occurs
-  several times in a dataset (StrategyQA's BIG-bench copy has such
-  repeats) maps to its examples in order, one per lookup."""
-
-  def __init__(self, examples: Sequence[Example]):
-    self._by_question: dict[str, list[Example]] = collections.defaultdict(list)
-    for example in examples:
-      self._by_question[normalize_question(example.question)].append(example)
-    self._used: collections.Counter = collections.Counter()
-
-  def take(self, question: str) -> Example | None:
-    """The next unused example with this question, or None."""
-    key = normalize_question(question)
-    candidates = self._by_question.get(key, [])
-    if self._used[key] >= len(candidates):
-      return None
-    self._used[key] += 1
-    return candidates[self._used[key] - 1]
-
-  def first(self, question: str) -> Example | None:
-    """The first example with this question (lines may repeat a question)."""
-    candidates = self._by_question.get(normalize_question(question))
-    return candidates[0] if candidates else None
 
 
 def _write_import(out_dir: str | os.PathLike, kept: list[dict], dropped: list[dict],
@@ -126,53 +134,100 @@ def _tokens(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 # Kojima et al.'s logs.
 
 
+def log_target(log: kojima_logs.KojimaLog, *, dataset: str | None = None,
+               split: str | None = None) -> tuple[str, str]:
+  """(our dataset, split) of a log, checked against the requested ones.
+
+  The log says which it is: its Namespace's `dataset=` and the file of
+  `dataset_path=`. A `dataset`/`split` the caller gives must agree; a split
+  is taken from the caller only when the log's file names none we know.
+  """
+  if log.dataset not in KOJIMA_DATASETS:
+    raise ImportSourceError(f"{log.path}: unknown log dataset {log.dataset!r}; "
+                            f"known: {sorted(KOJIMA_DATASETS)}")
+  entry = KOJIMA_DATASETS[log.dataset]
+  from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
+  our_splits = registry.splits(entry.dataset)
+  log_split = entry.split_by_file.get(os.path.basename(log.dataset_path))
+  if log_split is None and len(our_splits) == 1:
+    log_split = our_splits[0]
+  described = (f"{log.path} is a log of Kojima dataset {log.dataset!r} "
+               f"(dataset_path={log.dataset_path!r}), i.e. our {entry.dataset!r}"
+               + (f" split {log_split!r}" if log_split else ""))
+  if dataset is not None and dataset != entry.dataset:
+    raise ImportSourceError(f"{described}; it does not match --dataset {dataset}"
+                            + (f" --split {split}" if split else ""))
+  if split is not None and log_split is not None and split != log_split:
+    raise ImportSourceError(f"{described}; it does not match --dataset "
+                            f"{dataset or entry.dataset} --split {split}")
+  if log_split is None:
+    if split is None:
+      raise ImportSourceError(f"{described}; its file names no split of ours "
+                              f"({', '.join(our_splits)}): give --split")
+    if split not in our_splits:
+      raise ImportSourceError(f"{described}; --split {split} is not one of "
+                              f"{', '.join(our_splits)}")
+    log_split = split
+  return entry.dataset, log_split
+
+
 def import_kojima_log(log_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                       examples: Sequence[Example] | None = None,
-                      data_dir: str | None = None) -> dict[str, Any]:
-  """Imports one zero-shot-CoT log; returns the manifest.
+                      data_dir: str | None = None, dataset: str | None = None,
+                      split: str | None = None) -> dict[str, Any]:
+  """Imports one zero-shot-CoT or zero-shot log; returns the manifest.
 
   Args:
     log_path: a Kojima et al. log file.
     out_dir: run directory to write.
     examples: the dataset's examples (default: loaded from the registry with
-      `data_dir`, by the log's own `dataset=` setting).
+      `data_dir`, by the log's own `dataset=` and `dataset_path=`).
+    dataset, split: when given, must match the log's (`log_target`).
+
+  Raises:
+    ImportSourceError: unknown dataset, a dataset/split that does not match
+      the log, or no record aligned (the message counts them per reason).
   """
   log = kojima_logs.parse_log(log_path)
-  if log.dataset not in KOJIMA_DATASETS:
-    raise ImportSourceError(f"{log_path}: unknown log dataset {log.dataset!r}; "
-                       f"known: {sorted(KOJIMA_DATASETS)}")
-  dataset, split = KOJIMA_DATASETS[log.dataset]
+  dataset, split = log_target(log, dataset=dataset, split=split)
   if examples is None:
     from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
     examples = registry.load(dataset, split, data_dir=data_dir)
-  by_question = _QuestionIndex(examples)
-  prompt = {"template_id": "kojima-zero-shot-cot",
+  aligner = alignment_lib.Aligner(examples)
+  report = alignment_lib.AlignmentReport()
+  direct = log.is_direct
+  prompt = {"template_id": "kojima-zero-shot" if direct else "kojima-zero-shot-cot",
             "template_hash": hashlib.sha256(
-                f"{log.cot_trigger}\x00{log.trigger}".encode()).hexdigest()[:16],
+                (log.zero_shot_trigger if direct else f"{log.cot_trigger}\x00{log.trigger}"
+                 ).encode()).hexdigest()[:16],
             "exemplar_set_id": None, "hinted": False, "style": "completion",
-            "mode": "zero_shot"}
-  kept, dropped, unaligned = [], [], []
+            "mode": "zero_shot_direct" if direct else "zero_shot"}
+  kept, dropped = [], []
   agreement = collections.Counter()
   for record in log.records:
-    example = by_question.take(record.question)
-    if example is None:
-      unaligned.append(record.index)
+    aligned = report.add(aligner.align(record.question, record.gold), record.index)
+    if aligned is None:
       continue
     sample = filtering.Sample(
-        index=0, rationale=record.cot, judged_text=log.completion(record),
+        index=0, rationale=record.answer_text.strip() if direct else record.cot,
+        judged_text=log.completion(record),
         extra={"answer_completion": record.answer_text,
                "source": {"log": os.path.basename(os.fspath(log_path)),
                           "log_index": record.index, "log_line": record.line,
+                          "log_question": record.question,
+                          "alignment": aligned.method,
                           "log_prediction": record.pred_mode, "log_gold": record.gold,
                           "log_correct": record.log_correct}})
     question_kept, question_dropped = filtering.classify_samples(
-        example, [sample], teacher=KOJIMA_TEACHER, prompt=prompt)
+        aligned.example, [sample], teacher=KOJIMA_TEACHER, prompt=prompt)
     kept += question_kept
     dropped += question_dropped
     agreement[(bool(question_kept), record.log_correct)] += 1
-  if unaligned:
-    logger.warning("%s: %d log records matched no %s/%s question (log indices %s...)",
-                   log_path, len(unaligned), dataset, split, unaligned[:10])
+  summary = report.describe(os.fspath(log_path), f"{dataset}/{split}")
+  if report.aligned == 0:
+    raise ImportSourceError(f"nothing to import: {summary}")
+  if report.aligned < report.records:
+    logger.warning("%s", summary)
   manifest = {
       "format_version": 1, "kind": "import", "status": "complete",
       "created_at": records_lib.utc_now(), "updated_at": records_lib.utc_now(),
@@ -181,11 +236,13 @@ def import_kojima_log(log_path: str | os.PathLike, out_dir: str | os.PathLike, *
       "teacher": dict(KOJIMA_TEACHER), "prompt": prompt,
       "dataset": {"name": dataset, "split": split, "examples": len(examples),
                   "fingerprint": runner.dataset_fingerprint(examples)},
-      "counts": _counts(kept, dropped, len(log.records) - len(unaligned)),
+      "counts": _counts(kept, dropped, report.aligned),
       "tokens": _tokens(kept + dropped),
-      "log": {"records": len(log.records), "accuracy_percent": log.accuracy,
+      "alignment": report.to_dict("log_indices"),
+      "log": {"dataset": log.dataset, "method": log.method,
+              "records": len(log.records), "accuracy_percent": log.accuracy,
               "log_correct": sum(r.log_correct for r in log.records),
-              "unaligned_records": len(unaligned),
+              "unaligned_records": report.records - report.aligned,
               "kept_and_log_correct": agreement[(True, True)],
               "kept_but_log_wrong": agreement[(True, False)],
               "dropped_but_log_correct": agreement[(False, True)],
@@ -210,10 +267,14 @@ def _field_value(line: Mapping[str, Any], field: str, where: str) -> str:
 
 
 def _read_jsonl_samples(path, *, question_field, rationale_field, answer_field,
-                        predicted_field, by_question, dataset, split, answer_type):
-  """Groups the file's lines by question: ({question: (Example, samples)}, unaligned)."""
+                        predicted_field, aligner, report, dataset, split, answer_type):
+  """Groups the file's lines by question: {question: (Example, samples)}.
+
+  With an `aligner`, each distinct question is aligned once (its later
+  lines are more samples of it) and every line is counted in `report`.
+  """
   grouped: dict[str, tuple[Example, list[filtering.Sample]]] = {}
-  unaligned = 0
+  aligned_questions: dict[str, alignment_lib.Alignment | str] = {}
   with open(path, encoding="utf-8") as f:
     for line_number, raw in enumerate(f, 1):
       if not raw.strip():
@@ -225,11 +286,14 @@ def _read_jsonl_samples(path, *, question_field, rationale_field, answer_field,
         raise ImportSourceError(f"{where}: invalid JSON: {error.msg}") from None
       question = _field_value(line, question_field, where)
       rationale = _field_value(line, rationale_field, where)
-      if by_question is not None:
-        example = by_question.first(question)
-        if example is None:
-          unaligned += 1
+      if aligner is not None:
+        key = alignment_lib.text_key(question)
+        if key not in aligned_questions:
+          aligned_questions[key] = aligner.align(question)
+        result = report.add(aligned_questions[key], line_number)
+        if result is None:
           continue
+        example = result.example
       else:
         example = grouped.get(normalize_question(question), (None,))[0] or Example(
             id=make_id(dataset, split, len(grouped)), dataset=dataset, split=split,
@@ -238,11 +302,12 @@ def _read_jsonl_samples(path, *, question_field, rationale_field, answer_field,
       judged = rationale
       if predicted_field:
         judged = f"{rationale} The answer is {_field_value(line, predicted_field, where)}."
-      entry = grouped.setdefault(normalize_question(example.question), (example, []))
+      entry = grouped.setdefault(example.id if aligner is not None
+                                 else normalize_question(example.question), (example, []))
       entry[1].append(filtering.Sample(
           index=len(entry[1]), rationale=rationale, judged_text=judged,
           extra={"source": {"file": os.path.basename(os.fspath(path)), "line": line_number}}))
-  return grouped, unaligned
+  return grouped
 
 
 def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -261,25 +326,32 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     answer_field: the gold answer's field; used when `examples` is None.
     predicted_field: optional field with the teacher's final answer, appended
       to the judged text as "The answer is X." (for rationales without one).
-    examples: align each line to these by normalised question; gold answers
-      then come from the dataset and `answer_field` is ignored.
+    examples: align each line to these by question (`alignment`); gold
+      answers then come from the dataset and `answer_field` is ignored.
     dataset, split: name the records when `examples` is None.
     answer_type: AnswerType value; required when `examples` is None.
     teacher_model: recorded as the teacher's model name.
   """
-  by_question = _QuestionIndex(examples) if examples is not None else None
-  if by_question is None and (answer_type is None or answer_field is None):
+  aligner = alignment_lib.Aligner(examples) if examples is not None else None
+  report = alignment_lib.AlignmentReport()
+  if aligner is None and (answer_type is None or answer_field is None):
     raise ImportSourceError("without a dataset to align to, give --answer-field and --answer-type")
   config = {"source": "jsonl", "path": os.path.abspath(path), "sha256": _file_sha256(path),
             "question_field": question_field, "rationale_field": rationale_field,
             "answer_field": answer_field, "predicted_field": predicted_field,
             "dataset": dataset, "split": split, "answer_type": answer_type}
-  grouped, unaligned = _read_jsonl_samples(
+  grouped = _read_jsonl_samples(
       path, question_field=question_field, rationale_field=rationale_field,
-      answer_field=answer_field, predicted_field=predicted_field, by_question=by_question,
-      dataset=dataset, split=split, answer_type=answer_type)
-  if unaligned:
-    logger.warning("%s: %d lines matched no question of the dataset", path, unaligned)
+      answer_field=answer_field, predicted_field=predicted_field, aligner=aligner,
+      report=report, dataset=dataset, split=split, answer_type=answer_type)
+  if aligner is not None:
+    summary = report.describe(os.fspath(path), f"{dataset}/{split}")
+    if report.aligned == 0:
+      raise ImportSourceError(f"nothing to import: {summary}")
+    if report.aligned < report.records:
+      logger.warning("%s", summary)
+  elif not grouped:
+    raise ImportSourceError(f"nothing to import: {path} has no lines")
   kept, dropped = [], []
   prompt = {"template_id": "imported", "template_hash": None, "exemplar_set_id": None,
             "hinted": None, "style": None, "mode": None}
@@ -297,6 +369,9 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
       "dataset": {"name": dataset, "split": split,
                   "examples": len(examples) if examples is not None else len(grouped)},
       "counts": _counts(kept, dropped, len(grouped)),
-      "tokens": _tokens(kept + dropped), "unaligned_lines": unaligned,
+      "tokens": _tokens(kept + dropped),
+      "unaligned_lines": report.records - report.aligned,
   }
+  if aligner is not None:
+    manifest["alignment"] = report.to_dict("lines")
   return _write_import(out_dir, kept, dropped, manifest)

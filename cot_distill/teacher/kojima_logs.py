@@ -1,4 +1,4 @@
-"""Parser for Kojima et al.'s zero-shot-CoT run logs (text-davinci-002).
+"""Parser for Kojima et al.'s zero-shot-CoT and zero-shot run logs (text-davinci-002).
 
 The logs (`shared/data/teacher_outputs/*.log`, format in its SOURCES.md) are
 the only real teacher text we have offline. We parse them to validate the
@@ -25,6 +25,12 @@ are compared after that normalisation; gsm8k record 201, whose logged
 matched by the strip). Neither the first nor the
 last occurrence is right for every record: some CoTs already contain the
 trigger text and some stage-2 outputs repeat it.
+
+Zero-shot (direct-answer) logs (`method='zero_shot'`) have one stage: the
+`A:` line starts with `direct_answer_trigger_for_zeroshot` ("The answer
+(arabic numerals) is"; derived from `direct_answer_trigger` the way their
+code does when the Namespace lacks it) and the rest of the block is the
+answer, so such a record's `cot` is "".
 """
 
 from __future__ import annotations
@@ -95,11 +101,22 @@ class KojimaLog:
   verbatim_pred_before: bool  # Newer log format (see module docstring).
   records: tuple[KojimaRecord, ...]
   accuracy: float  # Percent, as printed in the footer.
+  method: str = "zero_shot_cot"  # Or "zero_shot" (direct answer).
+  dataset_path: str = ""  # The run's --dataset_path ("" when not logged).
+  zero_shot_trigger: str = ""  # direct_answer_trigger_for_zeroshot.
+
+  @property
+  def is_direct(self) -> bool:
+    """A zero-shot direct-answer run (no chain of thought)."""
+    return self.method == "zero_shot"
 
   def completion(self, record: KojimaRecord) -> str:
     """The teacher's full generated text for `record`: CoT, the trigger the
     code appended, and the stage-2 answer (what Kojima printed after
-    "A: Let's think step by step.")."""
+    "A: Let's think step by step."); for a direct-answer run, the answer
+    trigger of its prompt and the answer."""
+    if self.is_direct:
+      return self.zero_shot_trigger + record.answer_text
     return record.cot + " " + self.trigger + record.answer_text
 
 
@@ -109,6 +126,18 @@ def _namespace_value(namespace: str, key: str, path: str, line: int) -> str:
   if not match:
     raise LogFormatError(path, line, f"header Namespace lacks {key}=")
   return ast.literal_eval(match.group(1))
+
+
+def _optional_namespace_value(namespace: str, key: str, path: str) -> str | None:
+  if not re.search(rf"(?<![\w]){key}=", namespace):
+    return None
+  return _namespace_value(namespace, key, path, 2)
+
+
+def _zero_shot_trigger(trigger: str) -> str:
+  """Their rule: drop "\nTherefore, " and capitalise ("The answer is")."""
+  text = trigger.replace("\nTherefore, ", "")
+  return text[:1].upper() + text[1:]
 
 
 def _normalise_pred_before(text: str, verbatim: bool) -> str:
@@ -129,6 +158,14 @@ def parse_log(path: str | os.PathLike) -> KojimaLog:
   cot_trigger = _namespace_value(namespace, "cot_trigger", path, 2)
   trigger = _namespace_value(namespace, "direct_answer_trigger", path, 2)
   verbatim = "api_log_file_name=" in namespace
+  method = _optional_namespace_value(namespace, "method", path) or "zero_shot_cot"
+  if method not in ("zero_shot_cot", "zero_shot"):
+    raise LogFormatError(path, 2, f"method {method!r} is not zero_shot_cot or zero_shot")
+  dataset_path = _optional_namespace_value(namespace, "dataset_path", path) or ""
+  zero_shot_trigger = (_optional_namespace_value(
+      namespace, "direct_answer_trigger_for_zeroshot", path)
+                       or _zero_shot_trigger(trigger))
+  answer_prefix = "A: " + (zero_shot_trigger if method == "zero_shot" else cot_trigger)
 
   position = 2
   while position < len(lines) and lines[position] != _RECORD_STARS:
@@ -140,8 +177,8 @@ def parse_log(path: str | os.PathLike) -> KojimaLog:
       end += 1
     if end >= len(lines):
       raise LogFormatError(path, position + 1, "record is not closed by a 25-star line")
-    record = _parse_record(lines, position + 1, end, path, cot_trigger,
-                           trigger, verbatim)
+    record = _parse_record(lines, position + 1, end, path, answer_prefix,
+                           None if method == "zero_shot" else trigger, verbatim)
     if record.index != len(records) + 1:
       raise LogFormatError(path, record.line,
                            f"expected record {len(records) + 1}, found {record.index}")
@@ -157,7 +194,8 @@ def parse_log(path: str | os.PathLike) -> KojimaLog:
     raise LogFormatError(path, position + 1, "log has no records")
   return KojimaLog(path=path, dataset=dataset, cot_trigger=cot_trigger,
                    trigger=trigger, verbatim_pred_before=verbatim,
-                   records=tuple(records), accuracy=accuracy)
+                   records=tuple(records), accuracy=accuracy, method=method,
+                   dataset_path=dataset_path, zero_shot_trigger=zero_shot_trigger)
 
 
 def _field(lines: list[str], at: int, name: str, path: str) -> str:
@@ -169,9 +207,12 @@ def _field(lines: list[str], at: int, name: str, path: str) -> str:
 
 
 def _parse_record(lines: list[str], start: int, end: int, path: str,
-                  cot_trigger: str, trigger: str,
+                  answer_prefix: str, trigger: str | None,
                   verbatim: bool) -> KojimaRecord:
-  """Parses lines[start:end] (between the framing star lines)."""
+  """Parses lines[start:end] (between the framing star lines).
+
+  `trigger` is None for a direct-answer record: its whole block is the answer.
+  """
   if end - start < 9:
     raise LogFormatError(path, start + 1, "record too short")
   match = _INDEX_RE.match(lines[start])
@@ -181,7 +222,6 @@ def _parse_record(lines: list[str], start: int, end: int, path: str,
     raise LogFormatError(path, start + 2, "expected '1_th_sampling'")
   if not lines[start + 2].startswith("Q: "):
     raise LogFormatError(path, start + 3, "expected 'Q: <question>'")
-  answer_prefix = "A: " + cot_trigger
   answer_start = start + 3
   while answer_start < end and not lines[answer_start].startswith(answer_prefix):
     answer_start += 1
@@ -197,8 +237,11 @@ def _parse_record(lines: list[str], start: int, end: int, path: str,
   pred_before = "\n".join([_field(lines, pred_start, "pred_before", path)]
                           + lines[pred_start + 1:end - 4])
   block = "\n".join(lines[answer_start:pred_start])[len(answer_prefix):]
-  cot, answer_text = _split_at_trigger(block, trigger, pred_before, verbatim,
-                                       path, answer_start + 1)
+  if trigger is None:
+    cot, answer_text = "", block
+  else:
+    cot, answer_text = _split_at_trigger(block, trigger, pred_before, verbatim,
+                                         path, answer_start + 1)
   return KojimaRecord(index=int(match.group(1)), question=question, cot=cot,
                       answer_text=answer_text, pred_before=pred_before,
                       pred_after=tail["pred_after"], pred_mode=tail["pred_mode"],
