@@ -9,6 +9,7 @@ import pytest
 
 from cot_distill.teacher import cache as cache_lib
 from cot_distill.teacher import client as client_lib
+from cot_distill.teacher import concurrency
 from cot_distill.teacher import rate_limit
 from cot_distill.teacher import server as server_lib
 
@@ -71,14 +72,15 @@ def test_500_timeouts_and_malformed_json_are_retried():
   with server_lib.start_local_teacher(faults=faults, seed=5) as teacher:
     results, stats = generate_many(teacher.url, [COIN + str(i) for i in range(30)],
                                    **fast_retries(concurrency=8, max_attempts=30,
-                                                  request_timeout_s=0.5))
+                                                  request_timeout_s=0.5,
+                                                  max_consecutive_failures=1000))
     assert all(isinstance(r, client_lib.TeacherResponse) for r in results), results
     assert all(r.choices[0].text.endswith("The answer is no.") for r in results)
-    assert stats.reasons.get("http 500", 0) >= 1
+    assert stats.reasons.get("server_error", 0) >= 1
     assert stats.reasons.get("timeout", 0) >= 1
-    assert stats.reasons.get("malformed response", 0) >= 1
-    assert stats.reasons["http 500"] == teacher.server.stats["status_500"]
-    assert stats.reasons["malformed response"] == teacher.server.stats["fault_malformed"]
+    assert stats.reasons.get("not_json", 0) >= 1
+    assert stats.reasons["server_error"] == teacher.server.stats["status_500"]
+    assert stats.reasons["not_json"] == teacher.server.stats["fault_malformed"]
 
 
 def test_attempts_are_bounded_then_failed_with_reason():
@@ -95,9 +97,17 @@ def test_client_errors_are_not_retried():
   with server_lib.start_local_teacher(api_key="right-key") as teacher:
     (result,), _ = generate_many(teacher.url, [COIN], api_key="wrong-key",
                                  **fast_retries(max_attempts=5))
-    assert isinstance(result, client_lib.TeacherRequestError)
-    assert result.reason.startswith("http 401")
+    # A refused key is not retried, and it stops the client at once.
+    assert isinstance(result, concurrency.CircuitOpenError)
+    assert result.failure_class == "auth" and result.message.startswith("http 401")
     assert statuses(teacher) == [401]
+    # A 400 is not retried either; one does not stop the client.
+    (result,), _ = generate_many(teacher.url, [COIN], api_key="right-key",
+                                 params=client_lib.SamplingParams(n=500),
+                                 **fast_retries(max_attempts=5))
+    assert isinstance(result, client_lib.TeacherRequestError)
+    assert result.failure_class == "bad_request" and result.reason.startswith("http 400")
+    assert statuses(teacher) == [401, 400]
     (good,), _ = generate_many(teacher.url, [COIN], api_key="right-key")
     assert isinstance(good, client_lib.TeacherResponse)
 

@@ -30,7 +30,7 @@ def test_prompt_shows_the_gold_hint(capsys, data_dir):
   assert run(teacher_command, ["teacher", "prompt", "--dataset", "gsm8k", "--split", "train",
                                "--data-dir", str(data_dir)]) == 0
   printed = capsys.readouterr().out
-  assert printed.startswith("# template hinted-completion-v1")
+  assert printed.startswith("# template hinted-completion-v2")
   assert printed.rstrip().endswith("Answer: 72\nExplanation:")  # GSM8K train[0]'s gold.
 
 

@@ -40,7 +40,8 @@ def test_hinted_completion_prompt_gives_answer_before_rationale():
       "Q: Bo has 4 pens and loses 1. How many pens are left?\n"
       "Answer: 3\n"
       "Explanation:")
-  assert prompt.stop == ("\n\nQ:", "\nQ:")
+  # One-line exemplars: the CoT ends with its line (after "The answer is X.").
+  assert prompt.stop == ("\n",)
 
 
 def test_few_shot_completion_prompt_is_wei_style_without_hint():
@@ -91,7 +92,7 @@ def test_answer_triggers_follow_kojima():
 
 def test_template_ids_and_hashes_are_stable_and_sensitive():
   template = prompts.PromptTemplate(prompts.PromptMode.HINTED, prompts.PromptStyle.COMPLETION)
-  assert template.template_id == "hinted-completion-v1"
+  assert template.template_id == "hinted-completion-v2"
   same = prompts.PromptTemplate(prompts.PromptMode.HINTED, prompts.PromptStyle.COMPLETION)
   assert template.template_hash == same.template_hash
   changed = prompts.PromptTemplate(prompts.PromptMode.HINTED, prompts.PromptStyle.COMPLETION,

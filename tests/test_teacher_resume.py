@@ -28,7 +28,7 @@ CLI = ("import argparse, logging, sys; from cot_distill.commands import annotate
 def annotate_command(url, examples_file, out, cache):
   return [sys.executable, "-c", CLI, "annotate", "--dataset", "coin_flip_gen",
           "--split", "train", "--examples", str(examples_file), "--teacher-url", url,
-          "--model", "synthetic", "--samples", "2", "--out", str(out), "--concurrency", "8",
+          "--model", "synthetic-teacher", "--samples", "2", "--out", str(out), "--concurrency", "8",
           "--cache-dir", str(cache), "--api-key-env", "RESUME_TEST_KEY", "--timeout", "10"]
 
 

@@ -113,7 +113,7 @@ def coin_examples(count, people=3):
 
 
 def config(url, **overrides):
-  values = dict(dataset="coin_flip_gen", split="train", teacher_url=url, model="synthetic",
+  values = dict(dataset="coin_flip_gen", split="train", teacher_url=url, model="synthetic-teacher",
                 samples=2, temperature=0.7, max_tokens=128)
   values.update(overrides)
   return runner.AnnotationConfig(**values)
@@ -155,13 +155,20 @@ def test_annotation_with_transport_faults(tmp_path):
 
 def test_failed_requests_are_recorded_with_reason(tmp_path):
   with server_lib.start_local_teacher(faults=server_lib.Faults(rate_500=1.0)) as teacher:
+    # A breaker that never opens: every question spends its attempts.
     manifest = runner.annotate(config(teacher.url), tmp_path / "run",
-                               options(tmp_path, max_attempts=2), examples=coin_examples(3))
+                               options(tmp_path, max_attempts=2, max_consecutive_failures=100),
+                               examples=coin_examples(3))
   kept, dropped = all_lines(tmp_path / "run")
   assert kept == [] and len(dropped) == 6
   assert {r["drop_reason"] for r in dropped} == {"failed"}
+  assert {r["failure_class"] for r in dropped} == {"server_error"}
   assert all("gave up after 2 attempts" in r["error"] for r in dropped)
   assert manifest["counts"]["dropped"]["failed"] == 6
+  assert manifest["counts"]["failed_by_class"] == {"server_error": 6}
+  # Nothing answered: the run failed, whatever the filter would have said.
+  assert manifest["status"] == "failed" and manifest["stopped"] is None
+  assert runner.exit_code(manifest) == 1 and runner.exit_code(manifest, 1.0) == 0
 
 
 @pytest.mark.parametrize("mode, style", [("hinted", "chat"), ("few_shot", "completion"),
@@ -177,7 +184,7 @@ def test_modes_and_styles_end_to_end(tmp_path, mode, style):
   assert len(kept) + len(dropped) == 20
   assert requests == (10 if mode != "zero_shot" else 10 + 20)
   assert kept[0]["prompt"]["mode"] == mode and kept[0]["prompt"]["style"] == style
-  assert manifest["prompt"]["template_id"] == f"{mode}-{style}-v1"
+  assert manifest["prompt"]["template_id"] == f"{mode}-{style}-v2"
   if mode == "zero_shot":
     assert manifest["prompt"]["exemplar_set_id"] is None
     assert kept[0]["answer_completion"].strip().rstrip(".") == kept[0]["answer"]

@@ -1,10 +1,12 @@
 """A content-addressed disk cache of teacher responses.
 
-The key is the SHA-256 of the endpoint kind and the canonical JSON request
-body: model, prompt (or chat messages) and sampling parameters (temperature,
-top_p, max_tokens, stop, seed, n). The base URL and the API key are NOT part
-of it: the same model served from another host gives the same answers, and
-secrets never reach the disk.
+The key is the SHA-256 of the endpoint (the normalised base URL), the
+endpoint kind and the canonical JSON request body: model, prompt (or chat
+messages) and sampling parameters (temperature, top_p, max_tokens, stop,
+seed, n). The endpoint is part of it because many servers answer under any
+model name: two servers given the same name are not the same model. The API
+key is not part of it, and secrets never reach the disk. Responses are
+stored after the client's checks (oversized choices already cut).
 
 Re-running an annotation (a resumed run, a rerun into a new directory, a
 changed filter) therefore costs zero requests for every prompt already
@@ -38,9 +40,12 @@ def default_cache_dir() -> pathlib.Path:
   return pathlib.Path.home() / ".cache" / "cot-distill" / "teacher"
 
 
-def cache_key(kind: str, canonical_body: bytes) -> str:
-  """SHA-256 hex digest of an endpoint kind and a canonical JSON body."""
-  digest = hashlib.sha256(kind.encode("utf-8"))
+def cache_key(kind: str, canonical_body: bytes, endpoint: str = "") -> str:
+  """SHA-256 hex digest of the endpoint (base URL), the endpoint kind and a
+  canonical JSON body."""
+  digest = hashlib.sha256(endpoint.encode("utf-8"))
+  digest.update(b"\n")
+  digest.update(kind.encode("utf-8"))
   digest.update(b"\n")
   digest.update(canonical_body)
   return digest.hexdigest()

@@ -10,14 +10,23 @@ Reliability policy, per request:
     (the whole attempt, not just one socket read);
   * retried: 429 (waiting at least its Retry-After / retry-after-ms, and
     pausing all callers), 408, 409, 5xx, timeouts, connection errors, and a
-    200 whose body is not a valid completion (malformed JSON, no choices);
+    200 whose body is not a valid completion (not JSON, no choices);
   * not retried: other 4xx (bad request, bad key, unknown model): retrying
     cannot fix them;
   * between attempts, exponential backoff with full jitter
     (uniform(0, min(backoff_cap_s, backoff_base_s * 2**k))), so many workers
     hitting one failure do not come back in lockstep;
-  * when attempts run out, `TeacherRequestError` carries the last reason,
-    which the runner records as a "failed" CoT.
+  * when attempts run out, `TeacherRequestError` carries the last reason and
+    its failure class (`FAILURE_CLASSES`), which the runner records as a
+    "failed" CoT.
+
+Across requests (`concurrency.py`): the number in flight adapts to the
+server (AIMD: grows while latency stays flat, halves on time-outs, 429s and
+503s), and a circuit breaker stops the run at the first refused key or after
+a few consecutive failures of one class. A server that answers n > 1 with
+one choice is noticed on its first such response (`NIgnoredError`,
+`ignores_n`), and a choice longer than `response_char_cap(max_tokens)` is cut
+and flagged `oversized` before anything stores it.
 
 The API key is read from an environment variable by the caller and only ever
 placed in the Authorization header; error messages are scrubbed of it.
@@ -40,14 +49,15 @@ from typing import Any, Sequence
 import httpx
 
 from cot_distill.teacher import cache as cache_lib
+from cot_distill.teacher import concurrency as concurrency_lib
 from cot_distill.teacher import rate_limit
 
 logger = logging.getLogger(__name__)
 
 COMPLETION = "completion"
 CHAT = "chat"
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
 _CONNECTIONS_PER_POOL = 4
+_MAX_BODY_BYTES = 64 << 20
 
 
 def _skip_missing_sniffio() -> None:
@@ -68,19 +78,60 @@ def _skip_missing_sniffio() -> None:
 
 
 class TeacherRequestError(RuntimeError):
-  """A request that failed for good (non-retryable or out of attempts)."""
+  """A request that failed for good (non-retryable or out of attempts).
 
-  def __init__(self, reason: str, attempts: int):
+  Attributes:
+    reason: the last failure, API key scrubbed ("http 500: ...").
+    attempts: attempts made.
+    failure_class: the kind of failure (see `FAILURE_CLASSES`).
+  """
+
+  def __init__(self, reason: str, attempts: int, failure_class: str = "bad_request"):
     super().__init__(reason)
     self.reason = reason
     self.attempts = attempts
+    self.failure_class = failure_class
+
+
+class NIgnoredError(RuntimeError):
+  """The server answered a request for n > 1 choices with one choice: it
+  ignores `n`. The client remembers it (`TeacherClient.ignores_n`); callers
+  send n separate requests instead."""
+
+
+class ModelNotServedError(ValueError):
+  """GET /v1/models lists models and the configured one is not among them."""
 
 
 class _Retryable(Exception):
-  def __init__(self, reason: str, retry_after: float | None = None):
+  def __init__(self, reason: str, failure_class: str, retry_after: float | None = None,
+               congestion: bool = False):
     super().__init__(reason)
     self.reason = reason
+    self.failure_class = failure_class
     self.retry_after = retry_after
+    self.congestion = congestion
+
+
+class _NIgnored(Exception):
+  def __init__(self, response: "TeacherResponse"):
+    super().__init__("n ignored")
+    self.response = response
+
+
+# What went wrong, as the runner's summary and circuit breaker name it.
+FAILURE_CLASSES = {
+    "auth": "the server refused the API key (401/403)",
+    "bad_request": "the server rejected the request (4xx): unknown model, prompt too long, ...",
+    "rate_limited": "429 Too Many Requests until attempts ran out",
+    "server_error": "5xx responses",
+    "timeout": "no complete response within --timeout",
+    "connection": "could not connect (nothing listening, DNS, TLS, reset)",
+    "not_json": "a response body that is not JSON (an HTML page, a proxy error, cut-off JSON)",
+    "empty_choices": "a JSON response without choices",
+    "malformed_response": "a JSON response of the wrong shape",
+    "oversized_response": "a response body larger than the cap derived from max_tokens",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +160,7 @@ class Choice:
   text: str
   finish_reason: str | None
   index: int
+  oversized: bool = False  # Cut to the client's cap (see `response_char_cap`).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +174,13 @@ class TeacherResponse:
   attempts: int = 0
 
   def to_json(self) -> dict[str, Any]:
-    return {"choices": [{"text": c.text, "finish_reason": c.finish_reason, "index": c.index}
-                        for c in self.choices],
+    choices = []
+    for c in self.choices:
+      choice = {"text": c.text, "finish_reason": c.finish_reason, "index": c.index}
+      if c.oversized:
+        choice["oversized"] = True
+      choices.append(choice)
+    return {"choices": choices,
             "usage": {"prompt_tokens": self.prompt_tokens,
                       "completion_tokens": self.completion_tokens}}
 
@@ -144,7 +201,8 @@ class ClientStats:
   failures: int = 0
   prompt_tokens: int = 0  # Billed in this session (cache hits excluded).
   completion_tokens: int = 0
-  reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+  reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # Failed attempts by class.
+  oversized: int = 0  # Choices cut to the response cap.
 
 
 def normalize_base_url(url: str) -> str:
@@ -204,28 +262,54 @@ def _connection_pools(count: int, https: bool) -> list[httpx.AsyncHTTPTransport]
   return [httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(count)]
 
 
+def response_char_cap(max_tokens: int, chars_per_token: float) -> int:
+  """The most characters one choice may have for a `max_tokens` budget.
+
+  A token is about 4 characters of English; `chars_per_token` (16 by
+  default) leaves room for long tokens, yet a runaway or misbehaving server
+  (a 20 MB completion for max_tokens 256) is cut long before it fills the
+  records and the cache.
+  """
+  return int(max(1, max_tokens) * chars_per_token) + 256
+
+
 class TeacherClient:
-  """Sends completion requests with caching, rate limiting and retries.
+  """Sends completion requests with caching, rate limiting, retries,
+  adaptive concurrency and a circuit breaker.
 
   Use inside `async with TeacherClient(...) as client:`.
+
+  Attributes:
+    stats: counters for the manifest and the progress line.
+    concurrency: the `AdaptiveLimit` (its `allowed` is the current limit).
+    breaker: the `CircuitBreaker`; once open, every call raises
+      `concurrency.CircuitOpenError`.
+    ignores_n: True once the server answered n > 1 with one choice.
   """
 
   def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                concurrency: int = 16, requests_per_minute: float | None = None,
                tokens_per_minute: float | None = None,
-               request_timeout_s: float = 120.0, max_attempts: int = 6,
+               request_timeout_s: float = 60.0, max_attempts: int = 6,
                backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
                cache: cache_lib.ResponseCache | None = None,
-               rng: random.Random | None = None):
+               rng: random.Random | None = None, adaptive_concurrency: bool = True,
+               initial_concurrency: int = 4, max_consecutive_failures: int = 5,
+               chars_per_token_cap: float = 16.0):
     self.base_url = normalize_base_url(base_url)
     self.model = model
     self.request_timeout_s = request_timeout_s
     self.max_attempts = max_attempts
     self.backoff_base_s = backoff_base_s
     self.backoff_cap_s = backoff_cap_s
+    self.chars_per_token_cap = chars_per_token_cap
     self.cache = cache
     self.stats = ClientStats()
     self.limiter = rate_limit.RateLimiter(requests_per_minute, tokens_per_minute)
+    self.concurrency = concurrency_lib.AdaptiveLimit(
+        concurrency, initial=initial_concurrency, adaptive=adaptive_concurrency)
+    self.breaker = concurrency_lib.CircuitBreaker(max_consecutive_failures)
+    self.ignores_n = False
     self._api_key = api_key or None
     self._rng = rng or random.Random()
     _skip_missing_sniffio()
@@ -241,14 +325,10 @@ class TeacherClient:
     self._headers = httpx.Headers(headers)
     shard_count = max(1, math.ceil(concurrency / _CONNECTIONS_PER_POOL))
     self._pools = _connection_pools(shard_count, self.base_url.startswith("https://"))
+    self._pool_load = [0] * shard_count
     # Absolute URLs, parsed once.
     self._urls = {COMPLETION: httpx.URL(self.base_url + "/completions"),
                   CHAT: httpx.URL(self.base_url + "/chat/completions")}
-    # One slot per allowed concurrent request, each naming the pool to use:
-    # the queue is both the concurrency bound and the load balancer.
-    self._slots: asyncio.Queue[int] = asyncio.Queue()
-    for slot in range(concurrency):
-      self._slots.put_nowait(slot % shard_count)
 
   async def __aenter__(self) -> "TeacherClient":
     return self
@@ -265,12 +345,59 @@ class TeacherClient:
       text = text.replace(self._api_key, "***")
     return text
 
+  async def check_model(self) -> list[str] | None:
+    """Asks `GET {base}/models` which models the server offers.
+
+    Returns the served ids, or None when the server does not offer the list
+    (404, not JSON, no answer). Raises `ModelNotServedError` naming the
+    served models when ours is not among them (many servers echo any model
+    name back, so a typo would otherwise go unnoticed), and
+    `CircuitOpenError` for a refused key, before any question is sent.
+    """
+    request = httpx.Request("GET", httpx.URL(self.base_url + "/models"), headers=self._headers)
+    try:
+      async with asyncio.timeout(min(self.request_timeout_s, 30.0)):
+        response = await self._pools[0].handle_async_request(request)
+        try:
+          body = await response.aread()
+        finally:
+          await response.aclose()
+    except (TimeoutError, httpx.TimeoutException):
+      logger.debug("GET %s/models: no answer within the timeout", self.base_url)
+      return None
+    except httpx.TransportError as error:
+      logger.debug("GET %s/models: %s", self.base_url, error)
+      return None
+    if response.status_code in (401, 403):
+      message = self._scrub(f"http {response.status_code}: "
+                            f"{body[:300].decode('utf-8', 'replace')}".replace("\n", " "))
+      self.breaker.failure("auth", message)  # Raises: auth stops at once.
+    if response.status_code != 200:
+      return None
+    try:
+      served = [str(entry["id"]) for entry in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+      return None
+    if served and self.model not in served:
+      shown = ", ".join(served[:20]) + (" ..." if len(served) > 20 else "")
+      raise ModelNotServedError(
+          f"model {self.model!r} is not served at {self.base_url} (GET /models lists: "
+          f"{shown}); pass one of those to --model")
+    return served
+
   async def generate(self, kind: str, prompt: str | Sequence[dict[str, str]],
                      params: SamplingParams) -> TeacherResponse:
     """One request (`kind` COMPLETION with a prompt string, or CHAT with
-    messages); served from the cache when the same request was answered."""
+    messages); served from the cache when the same request was answered.
+
+    Raises:
+      TeacherRequestError: the request failed for good.
+      NIgnoredError: asked for n > 1 choices, the server gave one.
+      CircuitOpenError: the run must stop (see `concurrency.CircuitBreaker`).
+    """
     if kind not in (COMPLETION, CHAT):
       raise ValueError(f"unknown endpoint kind {kind!r}")
+    self.breaker.check()
     prompt_field = "prompt" if kind == COMPLETION else "messages"
     body = {"model": self.model, prompt_field: prompt, **params.to_request()}
     # The canonical JSON is both what is sent and what the cache key hashes.
@@ -278,36 +405,52 @@ class TeacherClient:
                          separators=(",", ":")).encode("utf-8")
     key = None
     if self.cache is not None:
-      key = cache_lib.cache_key(kind, payload)
+      key = cache_lib.cache_key(kind, payload, endpoint=self.base_url)
       hit = self.cache.get(key)
       if hit is not None:
         self.stats.cache_hits += 1
         return TeacherResponse.from_json(hit, cached=True)
-    pool = await self._slots.get()
-    try:
-      response = await self._send_with_retries(pool, kind, payload, prompt, params)
-    finally:
-      self._slots.put_nowait(pool)
+    response = await self._send_with_retries(kind, payload, prompt, params)
     if self.cache is not None:
       self.cache.put(key, response.to_json())
     return response
 
-  async def _send_with_retries(self, pool, kind, payload, prompt, params) -> TeacherResponse:
+  def _take_pool(self) -> int:
+    pool = min(range(len(self._pools)), key=self._pool_load.__getitem__)
+    self._pool_load[pool] += 1
+    return pool
+
+  async def _send_with_retries(self, kind, payload, prompt, params) -> TeacherResponse:
     url = self._urls[kind]
     estimate = estimate_tokens(prompt, params)
+    cap = response_char_cap(params.max_tokens, self.chars_per_token_cap)
     reason = "no attempt made"
     for attempt in range(1, self.max_attempts + 1):
-      await self.limiter.acquire(estimate)
-      self.stats.requests_sent += 1
+      self.breaker.check()
+      # The slot first, then the rate limits: a caller woken for a slot
+      # still honours a pause another caller's 429 set meanwhile.
+      ticket = await self.concurrency.acquire()
       try:
-        response = await self._attempt(pool, url, payload, kind, params.n)
+        await self.limiter.acquire(estimate)
+      except BaseException:
+        self.concurrency.release()
+        raise
+      pool = self._take_pool()
+      self.stats.requests_sent += 1
+      started = time.monotonic()
+      try:
+        response = await self._attempt(pool, url, payload, kind, params.n, cap)
       except _Retryable as error:
         reason = self._scrub(error.reason)
-        kind_of_failure = reason.split(":", 1)[0]
-        self.stats.reasons[kind_of_failure] = self.stats.reasons.get(kind_of_failure, 0) + 1
+        self._count_failure(error.failure_class)
         self.limiter.settle(estimate, 0)
+        if error.congestion:
+          self.concurrency.on_congestion(ticket)
+        self.breaker.failure(error.failure_class, reason)
         if attempt == self.max_attempts:
-          break
+          self.stats.failures += 1
+          raise TeacherRequestError(f"{reason} (gave up after {self.max_attempts} attempts)",
+                                    self.max_attempts, error.failure_class) from None
         self.stats.retries += 1
         delay = self._rng.uniform(0, min(self.backoff_cap_s,
                                          self.backoff_base_s * 2 ** (attempt - 1)))
@@ -315,52 +458,133 @@ class TeacherClient:
           self.limiter.pause(error.retry_after)
           delay = max(delay, error.retry_after)
         logger.debug("attempt %d failed (%s); retrying in %.2fs", attempt, reason, delay)
+        # The slot is free while we wait (released below before sleeping).
+        self._release(pool)
+        pool = None
         await asyncio.sleep(delay)
         continue
       except TeacherRequestError as error:
+        reason = self._scrub(error.reason)
+        self._count_failure(error.failure_class)
+        self.limiter.settle(estimate, 0)
         self.stats.failures += 1
-        raise TeacherRequestError(self._scrub(error.reason), attempt) from None
-      self.limiter.settle(estimate, response.prompt_tokens + response.completion_tokens)
-      self.stats.prompt_tokens += response.prompt_tokens
-      self.stats.completion_tokens += response.completion_tokens
+        self.breaker.failure(error.failure_class, reason)
+        raise TeacherRequestError(reason, attempt, error.failure_class) from None
+      except _NIgnored as ignored:
+        self._note_response(ticket, started, estimate, ignored.response)
+        if not self.ignores_n:
+          self.ignores_n = True
+          logger.warning("the teacher at %s answered n=%d with one choice: it ignores `n`; "
+                         "sending %d separate requests per question from now on",
+                         self.base_url, params.n, params.n)
+        raise NIgnoredError(f"asked for n={params.n} choices, got 1") from None
+      finally:
+        if pool is not None:
+          self._release(pool)
+      self._note_response(ticket, started, estimate, response)
       return dataclasses.replace(response, attempts=attempt)
-    self.stats.failures += 1
-    raise TeacherRequestError(
-        f"{reason} (gave up after {self.max_attempts} attempts)", self.max_attempts)
+    raise AssertionError("unreachable")  # The loop returns or raises.
 
-  async def _attempt(self, pool: int, url: httpx.URL, payload: bytes, kind: str, n: int) -> TeacherResponse:
+  def _release(self, pool: int) -> None:
+    self._pool_load[pool] -= 1
+    self.concurrency.release()
+
+  def _count_failure(self, failure_class: str) -> None:
+    self.stats.reasons[failure_class] = self.stats.reasons.get(failure_class, 0) + 1
+
+  def _note_response(self, ticket, started, estimate, response: "TeacherResponse") -> None:
+    self.concurrency.on_success(ticket, time.monotonic() - started)
+    self.breaker.success()
+    self.limiter.settle(estimate, response.prompt_tokens + response.completion_tokens)
+    self.stats.prompt_tokens += response.prompt_tokens
+    self.stats.completion_tokens += response.completion_tokens
+    self.stats.oversized += sum(c.oversized for c in response.choices)
+
+  async def _attempt(self, pool: int, url: httpx.URL, payload: bytes, kind: str, n: int,
+                     cap: int) -> TeacherResponse:
     # No per-operation httpx timeouts: the asyncio deadline bounds the whole
     # attempt (connect, send, wait, read), which is the timeout that matters.
     request = httpx.Request("POST", url, headers=self._headers, content=payload)
+    # Bodies up to 64 MiB are read, parsed and their choices cut to `cap`
+    # (flagged oversized); only a larger one fails unread. (JSON may spell a
+    # character as \uXXXX, 6 bytes: a body past 6 * n * cap + 1 MiB surely
+    # holds more than n capped choices.)
+    body_limit = max(_MAX_BODY_BYTES, 6 * n * cap + (1 << 20))
     try:
       async with asyncio.timeout(self.request_timeout_s):
         response = await self._pools[pool].handle_async_request(request)
         try:
-          await response.aread()
+          content = await _read_bounded(response, body_limit)
         finally:
           await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
-      raise _Retryable(f"timeout: no complete response within {self.request_timeout_s:g}s") from None
+      raise _Retryable(f"timeout: no complete response within {self.request_timeout_s:g}s",
+                       "timeout", congestion=True) from None
     except httpx.TransportError as error:
-      raise _Retryable(f"connection error: {type(error).__name__}: {error}") from None
+      raise _Retryable(f"connection error: {type(error).__name__}: {error}",
+                       "connection") from None
+    if content is None:
+      raise TeacherRequestError(
+          f"oversized response: body over {body_limit} bytes for n={n} (cap "
+          f"{cap} characters per choice)", 1, "oversized_response")
     status = response.status_code
     if status != 200:
-      snippet = response.text[:300].replace("\n", " ")
+      snippet = content[:300].decode("utf-8", "replace").replace("\n", " ")
       message = f"http {status}: {snippet}"
-      if status in _RETRYABLE_STATUS or status >= 500:
-        raise _Retryable(message, parse_retry_after(response.headers))
-      raise TeacherRequestError(message, 1)
+      retry_after = parse_retry_after(response.headers)
+      if status in (401, 403):
+        raise TeacherRequestError(message, 1, "auth")
+      if status == 429:
+        raise _Retryable(message, "rate_limited", retry_after, congestion=True)
+      if status == 408:
+        raise _Retryable(message, "timeout", retry_after, congestion=True)
+      if status == 409 or status >= 500:
+        raise _Retryable(message, "server_error", retry_after, congestion=status == 503)
+      raise TeacherRequestError(message, 1, "bad_request")
     try:
-      return _parse_response(response.content, kind, n)
+      data = json.loads(content)
+    except ValueError as error:
+      content_type = response.headers.get("content-type", "no content type")
+      snippet = content[:120].decode("utf-8", "replace").replace("\n", " ")
+      raise _Retryable(f"not json: {content_type} body ({error.msg}): {snippet}",
+                       "not_json") from None
+    try:
+      return _parse_response(data, kind, n, cap)
+    except _NIgnored:
+      raise
+    except _EmptyChoices as error:
+      raise _Retryable(f"empty choices: {error}"[:300], "empty_choices") from None
     except (ValueError, KeyError, TypeError, IndexError) as error:
-      raise _Retryable(f"malformed response: {type(error).__name__}: {error}"[:300]) from None
+      raise _Retryable(f"malformed response: {type(error).__name__}: {error}"[:300],
+                       "malformed_response") from None
 
 
-def _parse_response(content: bytes, kind: str, n: int) -> TeacherResponse:
-  data = json.loads(content)
-  raw_choices = data["choices"]
-  if not isinstance(raw_choices, list) or not raw_choices:
-    raise ValueError("response has no choices")
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes | None:
+  """The body, or None once it exceeds `limit` bytes (the rest is not read)."""
+  length = response.headers.get("content-length")
+  if length and length.isdigit() and int(length) > limit:
+    return None
+  chunks, size = [], 0
+  async for chunk in response.aiter_raw():
+    size += len(chunk)
+    if size > limit:
+      return None
+    chunks.append(chunk)
+  return b"".join(chunks)
+
+
+class _EmptyChoices(ValueError):
+  pass
+
+
+def _parse_response(data: Any, kind: str, n: int, cap: int) -> TeacherResponse:
+  if not isinstance(data, dict):
+    raise TypeError(f"response is a JSON {type(data).__name__}, not an object")
+  raw_choices = data.get("choices")
+  if raw_choices is None or (isinstance(raw_choices, list) and not raw_choices):
+    raise _EmptyChoices(f"response has no choices: {json.dumps(data)[:200]}")
+  if not isinstance(raw_choices, list):
+    raise TypeError(f"choices is a {type(raw_choices).__name__}, not a list")
   choices = []
   for position, raw in enumerate(raw_choices):
     text = raw["text"] if kind == COMPLETION else raw["message"]["content"]
@@ -368,11 +592,16 @@ def _parse_response(content: bytes, kind: str, n: int) -> TeacherResponse:
       text = ""
     if not isinstance(text, str):
       raise TypeError(f"choice {position} text is {type(text).__name__}, not str")
-    choices.append(Choice(text=text, finish_reason=raw.get("finish_reason"),
-                          index=int(raw.get("index", position))))
-  if len(choices) != n:
-    raise ValueError(f"asked for n={n} choices, got {len(choices)}")
+    oversized = len(text) > cap
+    choices.append(Choice(text=text[:cap] if oversized else text,
+                          finish_reason=raw.get("finish_reason"),
+                          index=int(raw.get("index", position)), oversized=oversized))
   choices.sort(key=lambda c: c.index)
   usage = data.get("usage") or {}
-  return TeacherResponse(tuple(choices), int(usage.get("prompt_tokens") or 0),
-                         int(usage.get("completion_tokens") or 0))
+  response = TeacherResponse(tuple(choices), int(usage.get("prompt_tokens") or 0),
+                             int(usage.get("completion_tokens") or 0))
+  if n > 1 and len(choices) == 1:
+    raise _NIgnored(response)
+  if len(choices) != n:
+    raise ValueError(f"asked for n={n} choices, got {len(choices)}")
+  return response

@@ -4,7 +4,10 @@ The paper keeps a teacher CoT only when its final answer equals the gold
 answer. Every sample of a question goes through `classify_samples`, which
 applies these checks in order and gives the first reason that fires:
 
-  failed        the request failed for good (reason in `error`);
+  failed        the request failed for good (reason in `error`, its class
+                in `failure_class`);
+  oversized_response  the completion was longer than the client's cap
+                derived from max_tokens; stored cut to the cap;
   truncated     finish_reason "length": the CoT was cut off by max_tokens,
                 so its ending (and answer) cannot be trusted;
   empty         nothing but whitespace;
@@ -42,6 +45,8 @@ class Sample:
     finish_reason: as reported by the endpoint (None when unknown).
     prompt_tokens, completion_tokens: this sample's share of the usage.
     error: the failure reason when the request failed, else None.
+    failure_class: the failure's class (`client.FAILURE_CLASSES`).
+    oversized: the completion was cut to the client's response cap.
     extra: more fields to store in the record (e.g. the stage-2 answer).
   """
 
@@ -52,6 +57,8 @@ class Sample:
   prompt_tokens: int = 0
   completion_tokens: int = 0
   error: str | None = None
+  failure_class: str | None = None
+  oversized: bool = False
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -108,6 +115,9 @@ def classify_samples(
     if sample.error is not None:
       reason = "failed"
       record["error"] = sample.error
+      record["failure_class"] = sample.failure_class or sample.error.split(":", 1)[0]
+    elif sample.oversized:
+      reason = "oversized_response"
     elif sample.finish_reason == "length":
       reason = "truncated"
     elif not sample.rationale.strip():

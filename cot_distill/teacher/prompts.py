@@ -48,7 +48,8 @@ from typing import Sequence
 from cot_distill.data.example import AnswerType, Example
 from cot_distill.teacher.exemplars import Exemplar, ExemplarSet
 
-TEMPLATE_VERSION = 1
+# 2: stop sequences for one-line exemplar sets and both zero-shot stages.
+TEMPLATE_VERSION = 2
 ZERO_SHOT_COT_TRIGGER = "Let's think step by step."
 
 # Kojima et al.'s stage-2 answer triggers, per answer type.
@@ -97,7 +98,18 @@ class PromptTemplate:
   rationale_prefix: str = "A:"
   exemplar_separator: str = "\n\n"
   choices_prefix: str = "Answer Choices:"
+  # Completion-style stops. A model that has written its answer sentence
+  # may go on writing (another "Answer:", a note, a new question) until
+  # max_tokens, and the sample is then dropped as truncated although its
+  # answer was complete. When every exemplar's rationale is one line, the
+  # template is one-line and stops at the end of the line; otherwise at the
+  # next question.
   completion_stop: tuple[str, ...] = ("\n\nQ:", "\nQ:")
+  one_line_stop: tuple[str, ...] = ("\n",)
+  # Zero-shot: stage 1 (the chain of thought) ends where a new question
+  # would start; stage 2 (the answer after the trigger) is one line.
+  zero_shot_stop: tuple[str, ...] = ("\n\nQ:", "\nQ:")
+  answer_stage_stop: tuple[str, ...] = ("\n",)
   system_hinted: str = (
       "You are given a question together with its correct answer. Explain step "
       "by step how to reach that answer, then finish with \"The answer is X.\"")
@@ -155,6 +167,8 @@ class PromptBuilder:
         self._completion_block(e) + template.exemplar_separator for e in exemplars)
     self._chat_prefix = tuple(
         message for e in exemplars for message in self._chat_turns(e))
+    self.one_line = bool(exemplars) and not any("\n" in e.rationale.strip()
+                                                for e in exemplars)
 
   @property
   def exemplar_set_id(self) -> str | None:
@@ -205,13 +219,15 @@ class PromptBuilder:
     if t.style == PromptStyle.COMPLETION:
       question = t.question_prefix + self._question_text(example.question, example.choices)
       if t.mode == PromptMode.ZERO_SHOT:
-        return Prompt(t.style, text=f"{question}\n{t.rationale_prefix} {t.zero_shot_trigger}")
+        return Prompt(t.style, text=f"{question}\n{t.rationale_prefix} {t.zero_shot_trigger}",
+                      stop=t.zero_shot_stop)
       if t.hinted:
         query = (f"{question}\n{t.hint_prefix}{self._hint(example.answer, example.choices)}\n"
                  f"{t.hinted_rationale_prefix}")
       else:
         query = f"{question}\n{t.rationale_prefix}"
-      return Prompt(t.style, text=self._completion_prefix + query, stop=t.completion_stop)
+      stop = t.one_line_stop if self.one_line else t.completion_stop
+      return Prompt(t.style, text=self._completion_prefix + query, stop=stop)
     if t.mode == PromptMode.ZERO_SHOT:
       content = (t.question_prefix + self._question_text(example.question, example.choices)
                  + f"\n{t.rationale_prefix} {t.zero_shot_trigger}")
@@ -226,7 +242,8 @@ class PromptBuilder:
     """Zero-shot stage 2: the stage-1 prompt, its chain of thought, the trigger."""
     trigger = answer_trigger(example.answer_type, example.choices)
     if first.style == PromptStyle.COMPLETION:
-      return Prompt(first.style, text=f"{first.text}{rationale} {trigger}")
+      return Prompt(first.style, text=f"{first.text}{rationale} {trigger}",
+                    stop=self.template.answer_stage_stop)
     messages = first.messages + (
         {"role": "assistant", "content": rationale.strip()},
         {"role": "user", "content": trigger.strip()},)

@@ -42,7 +42,8 @@ DROPPED_FILE = "dropped.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 # Why a sampled chain of thought was not kept.
-DROP_REASONS = ("wrong_answer", "no_answer", "truncated", "empty", "duplicate", "failed")
+DROP_REASONS = ("wrong_answer", "no_answer", "truncated", "oversized_response", "empty",
+                "duplicate", "failed")
 
 
 class RunDirectoryError(ValueError):
@@ -133,10 +134,38 @@ def _read_lines(path: pathlib.Path) -> tuple[list[dict[str, Any]], int]:
       if data.find(b"\n", end + 1) < 0 and not data[end + 1:].strip():
         break  # The last line is bad: treat as torn.
       raise RunDirectoryError(f"{path}:{line_number}: not a JSON object: {error}") from None
+    problem = _record_problem(record)
+    if problem:
+      raise RunDirectoryError(f"{path}:{line_number}: {problem}")
     records.append(record)
     position = end + 1
     valid_length = position
   return records, valid_length
+
+
+def _record_problem(record: Mapping[str, Any]) -> str | None:
+  """What makes a complete line unusable as a record (None when fine): the
+  fields resuming and counting rely on."""
+  if "id" not in record:
+    return "field 'id' is missing"
+  if not isinstance(record["id"], str) or not record["id"]:
+    return f"field 'id' must be a non-empty string, got {record['id']!r:.60}"
+  index = record.get("sample_index", 0)
+  if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+    return f"field 'sample_index' must be an integer >= 0, got {index!r:.60}"
+  if "drop_reason" in record and not isinstance(record["drop_reason"], str):
+    return f"field 'drop_reason' must be a string, got {record['drop_reason']!r:.60}"
+  return None
+
+
+def failure_class(record: Mapping[str, Any]) -> str:
+  """The failure class of a "failed" record: its `failure_class` field, or
+  for records written before that field, the start of its `error`."""
+  found = record.get("failure_class")
+  if found:
+    return str(found)
+  error = str(record.get("error") or "unknown")
+  return error.split(":", 1)[0].strip() or "unknown"
 
 
 class RunDirectory:
@@ -146,6 +175,7 @@ class RunDirectory:
     self.directory = directory
     self.samples = samples
     self.counts: collections.Counter = collections.Counter()
+    self.failure_classes: collections.Counter = collections.Counter()
     self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
     self.done_ids: set[str] = set()
     self.repaired: dict[str, int] = {}
@@ -213,7 +243,10 @@ class RunDirectory:
       self._tally(record, kept=False)
 
   def _tally(self, record: Mapping[str, Any], kept: bool) -> None:
-    self.counts["kept" if kept else record.get("drop_reason", "unknown")] += 1
+    reason = "kept" if kept else record.get("drop_reason", "unknown")
+    self.counts[reason] += 1
+    if reason == "failed":
+      self.failure_classes[failure_class(record)] += 1
     usage = record.get("usage") or {}
     for key in self.tokens:
       self.tokens[key] += int(usage.get(key) or 0)
