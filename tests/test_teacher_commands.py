@@ -37,7 +37,7 @@ def test_prompt_shows_the_gold_hint(capsys, data_dir):
 def test_annotate_from_log_command(capsys, data_dir, tmp_path):
   code = run(annotate_command, [
       "annotate", "--from-log", str(data_dir / "teacher_outputs" / "coin_flip_zero_shot_cot.log"),
-      "--out", str(tmp_path / "run"), "--data-dir", str(data_dir)])
+      "--out", str(tmp_path / "run"), "--data-dir", str(data_dir), "--json"])
   assert code == 0
   summary = json.loads(capsys.readouterr().out.splitlines()[-1])
   assert summary["kept"] == 457 and summary["dropped"]["wrong_answer"] == 43

@@ -96,10 +96,72 @@ def test_same_command_with_other_settings_is_refused(tmp_path):
     assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
     changed = [*command, "--prompt-mode", "few_shot"]
     result = subprocess.run(changed, capture_output=True, text=True, timeout=120)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert "--resume" in result.stderr and "prompt_mode" in result.stderr
+  assert "Traceback" not in result.stderr
   resumed = subprocess.run([sys.executable, "-c", CLI, "annotate", "--resume",
-                            str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")],
+                            str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"), "--json"],
                            capture_output=True, text=True, timeout=120)
   assert resumed.returncode == 0, resumed.stderr
   assert json.loads(resumed.stdout.splitlines()[-1])["status"] == "complete"
+
+
+def run_annotate(argv):
+  import argparse  # pylint: disable=g-import-not-at-top
+  from cot_distill.commands import annotate  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser()
+  annotate.register(parser.add_subparsers())
+  args = parser.parse_args(["annotate", *argv])
+  return args.func(args)
+
+
+def test_resume_takes_new_connection_settings_and_records_them(tmp_path, capsys):
+  """Issue 14 item 5: `--resume DIR --teacher-url NEW` used to keep the old URL."""
+  examples = symbolic.generate_coin_flip(5, num_people=2, seed=1, split="train")
+  examples_file = tmp_path / "examples.jsonl"
+  examples_file.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in examples))
+  out, cache = tmp_path / "run", tmp_path / "cache"
+  with server_lib.start_local_teacher() as first:
+    assert run_annotate(["--dataset", "coin_flip_gen", "--examples", str(examples_file),
+                         "--limit", "3", "--teacher-url", first.url, "--model",
+                         "synthetic-teacher", "--out", str(out), "--cache-dir", str(cache),
+                         "--no-progress"]) == 0
+    assert len(first.server.log) == 3
+  with server_lib.start_local_teacher(model_name="renamed-teacher") as second:
+    code = run_annotate(["--resume", str(out), "--teacher-url", second.url, "--model",
+                         "renamed-teacher", "--limit", "5", "--concurrency", "2",
+                         "--timeout", "9", "--cache-dir", str(cache), "--no-progress"])
+    assert code == 0
+    assert len(second.server.log) == 2  # The two new questions went to the new URL.
+  manifest = records.read_manifest(out)
+  assert manifest["teacher"]["base_url"] == second.url and manifest["sessions"] == 2
+  changed = {c["field"]: (c["from"], c["to"]) for c in manifest["changes"]}
+  assert changed["teacher_url"] == (first.url, second.url)
+  assert changed["model"] == ("synthetic-teacher", "renamed-teacher")
+  assert changed["limit"] == (3, 5) and changed["concurrency"] == (16, 2)
+  assert changed["request_timeout_s"] == (60.0, 9.0)
+  assert manifest["status"] == "complete" and manifest["counts"]["questions_done"] == 5
+  printed = capsys.readouterr().out
+  assert "COMPLETE" in printed and "Next:" in printed
+
+
+def test_resume_refuses_what_shapes_the_records(tmp_path, capsys):
+  examples = symbolic.generate_coin_flip(2, num_people=2, seed=1, split="train")
+  examples_file = tmp_path / "examples.jsonl"
+  examples_file.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in examples))
+  out = tmp_path / "run"
+  with server_lib.start_local_teacher() as teacher:
+    assert run_annotate(["--dataset", "coin_flip_gen", "--examples", str(examples_file),
+                         "--teacher-url", teacher.url, "--model", "synthetic-teacher",
+                         "--out", str(out), "--no-cache", "--no-progress"]) == 0
+    before = (out / records.MANIFEST_FILE).read_bytes()
+    capsys.readouterr()
+    for flag, value, field in (("--prompt-mode", "few_shot", "prompt_mode"),
+                               ("--samples", "3", "samples"),
+                               ("--exemplars", str(examples_file), "exemplars_path"),
+                               ("--dataset", "last_letters_gen", "dataset"),
+                               ("--max-tokens", "99", "max_tokens")):
+      assert run_annotate(["--resume", str(out), flag, value, "--no-cache"]) == 2
+      error = capsys.readouterr().err
+      assert flag in error and field in error, error
+    assert (out / records.MANIFEST_FILE).read_bytes() == before  # Nothing touched.
