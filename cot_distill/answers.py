@@ -66,7 +66,7 @@ else the first token; reduced to lower-case a-z.
 Canonical forms match `Example.answer`: numbers without thousands separators,
 currency, percent signs, units or trailing zeros ("40000", "2.5", "18"),
 "yes"/"no", an upper-case choice letter, a lower-case letter string.
-Numbers are compared numerically with a relative tolerance of 1e-6 (enough to
+Integers are compared exactly; other numbers numerically with a relative tolerance of 1e-6 (enough to
 absorb float noise such as SVAMP's "12.0" or "0.30000000000000004", far
 too small to forgive a real rounding difference such as 33.3 vs 33.33).
 """
@@ -125,7 +125,7 @@ _MARKER_RE = re.compile(
 # so "3.5" is one number and "5-3" is 5 and 3, not 5 and -3.
 _NUMBER_RE = re.compile(
     r"(?<![\d./])(?P<sign>[-\u2212])?"
-    r"(?P<integer>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?![\d/])")
+    r"(?P<integer>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?![\d/]|\.\d)")
 _YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 _DATE_RE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
 _QUOTE = "[\"\u201c\u201d'\u2018\u2019]"
@@ -482,10 +482,15 @@ def answers_match(predicted: str | None, gold: str,
     return False
   answer_type = AnswerType(answer_type)
   if answer_type == AnswerType.NUMBER:
-    predicted_value = _parse_number(str(predicted))
-    gold_value = _parse_number(str(gold))
-    if predicted_value is None or gold_value is None:
+    predicted_text = canonical_number(str(predicted))
+    gold_text = canonical_number(str(gold))
+    if predicted_text is None or gold_text is None:
       return False
+    if "." not in predicted_text and "." not in gold_text:
+      # Integers compare exactly: the relative tolerance would let 1000001
+      # pass for 1000000, and integers carry no float noise.
+      return int(predicted_text) == int(gold_text)
+    predicted_value, gold_value = float(predicted_text), float(gold_text)
     return math.isclose(predicted_value, gold_value,
                         rel_tol=NUMBER_RELATIVE_TOLERANCE,
                         abs_tol=NUMBER_ABSOLUTE_TOLERANCE)

@@ -231,3 +231,15 @@ def test_choice_text_matches_without_the_options_final_period():
   assert answers.extract_answer("So the answer is the red ball, I think.",
                                 "option_text", choices) == answers.Extraction(
                                     "B", "marker_choice_text")
+
+
+def test_large_integers_compare_exactly():
+  assert not answers.answers_match("1000001", "1000000", "number")
+  assert answers.answers_match("1,000,000.0", "1000000", "number")
+  assert answers.answers_match("0.6666666666666667", "0.6666666666666666", "number")
+
+
+def test_decimal_fraction_numerator_is_not_a_number():
+  """'75.44/8 or 9.43': neither 75 nor 75.44 is the answer; 9.43 is."""
+  assert answers.extract_answer("The answer is 75.44/8 or 9.43.", "number").answer == "9.43"
+  assert answers.extract_answer("The answer is 3/8 or 0.375.", "number").answer == "0.375"

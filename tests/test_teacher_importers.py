@@ -128,3 +128,140 @@ def test_generic_jsonl_errors_name_file_and_line(tmp_path):
     importers.import_jsonl(source, tmp_path / "run", answer_type="number")
   with pytest.raises(importers.ImportSourceError, match="--answer-type"):
     importers.import_jsonl(source, tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------
+# All twelve of Kojima et al.'s log families, every split we have, written in
+# their format from the raw files (tests/kojima_log_testing.py).
+
+import kojima_log_testing  # noqa: E402  (tests/ is on sys.path under pytest)
+
+from cot_distill import cli  # noqa: E402
+from cot_distill.teacher import alignment  # noqa: E402
+
+ALL_SPLITS = [(name, split) for name, splits in kojima_log_testing.FAMILIES.items()
+              for split in splits]
+# Scenarios whose teacher text states a wrong answer or none (a hedge).
+DROPPED_SCENARIOS = {"wrong": "wrong_answer", "hedge": "no_answer"}
+
+
+@pytest.mark.parametrize("name, split", ALL_SPLITS)
+def test_every_record_of_every_split_aligns_and_is_filtered(data_dir, tmp_path, name, split):
+  log_path = tmp_path / f"{name}_zero_shot_cot.log"
+  written = kojima_log_testing.write_log(data_dir, name, split, log_path)
+  manifest = importers.import_kojima_log(log_path, tmp_path / "run", data_dir=data_dir)
+  dataset = importers.KOJIMA_DATASETS[name].dataset
+  assert (manifest["dataset"]["name"], manifest["dataset"]["split"]) == (dataset, split)
+  report = manifest["alignment"]
+  assert report["records"] == report["aligned"] == len(written) == manifest["dataset"]["examples"]
+  assert sum(report["unaligned"].values()) == 0 and report["gold_differs"] == 0
+  if name == "bigbench_date":  # Options reshuffled: matched by stem + choice set.
+    assert report["by_method"]["stem_and_choice_set"] == len(written)
+  kept = records.read_records(tmp_path / "run" / records.RECORDS_FILE)
+  dropped = records.read_records(tmp_path / "run" / records.DROPPED_FILE)
+  assert len({r["id"] for r in kept + dropped}) == len(written)  # Each example once.
+  assert manifest["counts"]["kept"] == len(kept)
+  for record in kept + dropped:
+    source = written[record["source"]["log_index"] - 1]
+    assert record["source"]["log_gold"] == source["gold"]
+    expected = DROPPED_SCENARIOS.get(source["scenario"])
+    assert record.get("drop_reason") == expected, (record["source"], source["scenario"])
+  # The gold answer kept is the log's own (re-lettered where options moved).
+  by_gold = [alignment.split_choices(r["source"]["log_question"])[1] for r in kept[:100]]
+  for record, log_choices in zip(kept, by_gold):
+    if log_choices:
+      assert [list(c) for c in log_choices] == [
+          [label, text] for label, text in record["choices"]] or name == "aqua"
+      assert record["answer"] == record["source"]["log_gold"]
+
+
+@pytest.mark.parametrize("name", ["aqua", "gsm8k", "object_tracking"])
+def test_direct_answer_logs_import(data_dir, tmp_path, name):
+  log_path = tmp_path / f"{name}_zero_shot.log"
+  written = kojima_log_testing.write_log(data_dir, name, "test", log_path, method="zero_shot")
+  manifest = importers.import_kojima_log(log_path, tmp_path / "run", data_dir=data_dir)
+  assert manifest["alignment"]["aligned"] == len(written)
+  assert manifest["prompt"]["mode"] == "zero_shot_direct"
+  kept = records.read_records(tmp_path / "run" / records.RECORDS_FILE)
+  assert kept and all(r["rationale"] == r["answer_completion"].strip() for r in kept)
+
+
+def test_wrong_dataset_or_split_fails_clearly(data_dir, tmp_path, capsys):
+  log = data_dir / "teacher_outputs" / "svamp_zero_shot_cot.log"
+  with pytest.raises(importers.ImportSourceError,
+                     match=r"our 'svamp' split 'test'.*--dataset gsm8k --split train"):
+    importers.import_kojima_log(log, tmp_path / "a", data_dir=data_dir,
+                                dataset="gsm8k", split="train")
+  with pytest.raises(importers.ImportSourceError, match="--split train"):
+    importers.import_kojima_log(log, tmp_path / "b", data_dir=data_dir, split="train")
+  code = cli.main(["annotate", "--from-log", str(log), "--out", str(tmp_path / "c"),
+                   "--data-dir", str(data_dir), "--dataset", "gsm8k", "--split", "train"])
+  assert code != 0
+  error = capsys.readouterr().err
+  assert "svamp" in error and "--dataset gsm8k --split train" in error
+  assert not (tmp_path / "c" / records.MANIFEST_FILE).exists()
+  # Matching flags are accepted.
+  assert cli.main(["annotate", "--from-log", str(log), "--out", str(tmp_path / "d"),
+                   "--data-dir", str(data_dir), "--dataset", "svamp", "--split", "test"]) == 0
+
+
+def test_partial_alignment_is_reported_per_reason_and_none_is_an_error(data_dir, tmp_path):
+  log_path = tmp_path / "aqua_zero_shot_cot.log"
+  kojima_log_testing.write_log(data_dir, "aqua", "test", log_path)
+  text = log_path.read_text()
+  # Record 1: a question we do not have; record 2: its options changed.
+  questions = [line for line in text.split("\n") if line.startswith("Q: ")]
+  text = text.replace(questions[0], "Q: A question nobody asked? Answer Choices: (A) 1 (B) 2", 1)
+  text = text.replace(questions[1], questions[1].rpartition("(E)")[0] + "(E) 123456789", 1)
+  log_path.write_text(text)
+  manifest = importers.import_kojima_log(log_path, tmp_path / "run", data_dir=data_dir)
+  assert manifest["alignment"]["unaligned"] == {
+      "question_not_in_dataset": 1, "choices_differ": 1, "already_aligned": 0}
+  assert manifest["alignment"]["unaligned_log_indices"] == {
+      "question_not_in_dataset": [1], "choices_differ": [2]}
+  assert manifest["alignment"]["aligned"] == 252
+  # A log aligned to the wrong examples: nothing aligns, and that is an error.
+  gsm8k = registry.load("gsm8k", "test", data_dir=data_dir)
+  with pytest.raises(importers.ImportSourceError,
+                     match=r"0 of 254 records aligned.*question_not_in_dataset=254"):
+    importers.import_kojima_log(log_path, tmp_path / "none", examples=gsm8k)
+  assert not (tmp_path / "none" / records.MANIFEST_FILE).exists()
+
+
+def test_jsonl_alignment_report_and_error_on_zero(tmp_path):
+  examples = [Example(id="d/s/0", dataset="d", split="s", question='Is "ice" cold?',
+                      answer="yes", answer_type=AnswerType.YES_NO)]
+  source = tmp_path / "cots.jsonl"
+  write_jsonl(source, [{"question": "Is \u201cice\u201d   cold?", "rationale": "The answer is yes."},
+                       {"question": "Unknown?", "rationale": "The answer is no."}])
+  manifest = importers.import_jsonl(source, tmp_path / "run", examples=examples,
+                                    dataset="d", split="s")
+  assert manifest["alignment"]["aligned"] == 1
+  assert manifest["alignment"]["unaligned_lines"] == {"question_not_in_dataset": [2]}
+  write_jsonl(source, [{"question": "Unknown?", "rationale": "The answer is no."}])
+  with pytest.raises(importers.ImportSourceError, match="0 of 1 records aligned"):
+    importers.import_jsonl(source, tmp_path / "run2", examples=examples, dataset="d", split="s")
+
+
+def test_split_choices_undoes_their_rewriting():
+  stem, choices = alignment.split_choices(
+      "Area? Answer Choices: (A)  (ay\u2212by) /2 (B) 5 (\u221a3 + 1)  (C) 8.75 (D) 8.75")
+  assert stem == "Area?"
+  assert [label for label, _ in choices] == ["A", "B", "C", "D"]
+  assert alignment.text_key(choices[1][1]) == alignment.text_key("5(\u221a3 + 1)")
+  stem, choices = alignment.split_choices(
+      "Alice has the \nWhich choice is true ? Answer Choices: (A) Sam. (B) Helga. (C) Karl.")
+  assert stem == "Alice has the" and choices[2] == ("C", "Karl.")
+  assert alignment.split_choices("No choices here (A) x") == ("No choices here (A) x", None)
+
+
+def test_reordered_options_are_relettered_and_repeats_are_counted():
+  example = Example(id="d/t/0", dataset="d", split="t", question="Pick?", answer="A",
+                    answer_type="multiple_choice", choices=(("A", "x"), ("B", "y"), ("C", "x")))
+  aligner = alignment.Aligner([example])
+  result = aligner.align("Pick? Answer Choices: (A) y (B) x (C) x", gold="B")
+  assert result.method == alignment.STEM_AND_CHOICE_SET
+  assert result.example.choices == (("A", "y"), ("B", "x"), ("C", "x"))
+  assert result.example.answer == "B" and result.gold_agrees
+  assert result.example.meta["dataset_lettering"]["answer"] == "A"
+  assert aligner.align("Pick? Answer Choices: (A) x (B) y (C) x") == "already_aligned"
