@@ -12,6 +12,7 @@ import pytest
 from cot_distill import answers
 from cot_distill.commands import answers as answers_command
 from cot_distill.teacher import kojima_logs
+from conftest import REPO_ROOT
 
 # log -> (records, log correct, our correct, {class: count}, disagreeing records)
 EXPECTED = {
@@ -121,3 +122,49 @@ def _parser():
   parser = argparse.ArgumentParser()
   answers_command.register(parser.add_subparsers())
   return parser
+
+
+# Every disagreement on a log in Kojima's format, for all twelve families,
+# gets the class its scenario produces; none is "other".
+import kojima_log_testing  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(kojima_log_testing.FAMILIES))
+def test_every_disagreement_on_every_family_is_named(data_dir, tmp_path, name):
+  split = next(iter(kojima_log_testing.FAMILIES[name]))
+  written = kojima_log_testing.write_log(data_dir, name, split, tmp_path / "x.log")
+  result = answers_command.log_agreement(kojima_logs.parse_log(tmp_path / "x.log"))
+  assert result.disagreements
+  for item in result.disagreements:
+    scenario = written[item.index - 1]["scenario"]
+    expected = kojima_log_testing.SCENARIO_CLASSES[scenario]
+    if item.category == answers_command.GOLD_THOUSANDS_SEPARATOR:
+      assert "," in item.gold  # GSM8K's "40,000": correct answers the log scores wrong.
+    else:
+      assert item.category == expected, (item, scenario)
+  assert answers_command.OTHER not in result.counts_by_class()
+
+
+def test_classify_sees_the_choices_the_judge_sees(tmp_path):
+  """An option-text answer is classed as such (it was 'other' without choices)."""
+  log_text = (
+      "*****************************\n"
+      "Namespace(api_log_file_name='x', cot_trigger=\"Let's think step by step.\", "
+      "dataset='object_tracking', direct_answer_trigger='\\nTherefore, among A through C, "
+      "the answer is', method='zero_shot_cot')\n"
+      "*****************************\n"
+      "*************************\n1st data\n1_th_sampling\n"
+      "Q: Alice has the \nWhich choice is true ? Answer Choices: (A) Sam. (B) Helga. (C) Karl.\n"
+      "A: Let's think step by step. Swaps. \nTherefore, among A through C, the answer is Helga.\n"
+      "pred_before :  Helga.\npred_after : \npred_list : ['']\npred_mode : \nGT : B\n"
+      "*************************\naccuracy : 0.0\n")
+  (tmp_path / "t.log").write_text(log_text)
+  result = answers_command.log_agreement(kojima_logs.parse_log(tmp_path / "t.log"))
+  assert [(d.category, d.our_prediction) for d in result.disagreements] == [
+      (answers_command.OPTION_TEXT, "B")]
+
+
+def test_every_class_is_documented():
+  readme = (REPO_ROOT / "cot_distill" / "teacher" / "README.md").read_text()
+  for name in answers_command.DISAGREEMENT_CLASSES:
+    assert f"`{name}`" in readme, name
