@@ -431,6 +431,9 @@ class TeacherClient:
       # still honours a pause another caller's 429 set meanwhile.
       ticket = await self.concurrency.acquire()
       try:
+        if params.n > 1 and self.ignores_n:
+          # Learnt while this request waited for its slot: do not pay for it.
+          raise NIgnoredError(f"asked for n={params.n} choices; the server ignores n")
         await self.limiter.acquire(estimate)
       except BaseException:
         self.concurrency.release()

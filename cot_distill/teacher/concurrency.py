@@ -66,7 +66,6 @@ class AdaptiveLimit:
     self._slow_start = True
     self._epoch = 0  # Bumped by every decrease.
     self._fastest: float | None = None
-    self._recent: float | None = None
     self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
   @property
@@ -113,9 +112,7 @@ class AdaptiveLimit:
     else:
       # Drift up slowly, so one lucky fast answer does not set the bar forever.
       self._fastest += (latency_s - self._fastest) * 0.01
-    self._recent = (latency_s if self._recent is None
-                    else 0.75 * self._recent + 0.25 * latency_s)
-    if self._recent <= self.tolerance * self._fastest + self.slack_s:
+    if latency_s <= self.tolerance * self._fastest + self.slack_s:
       step = 1.0 if self._slow_start else 1.0 / max(1.0, self.limit)
       self.limit = min(float(self.maximum), self.limit + step)
       self._wake()
@@ -134,7 +131,6 @@ class AdaptiveLimit:
     self._epoch += 1
     self.decreases += 1
     self.limit = max(float(self.minimum), self.limit * factor)
-    self._recent = None
 
 
 class CircuitOpenError(RuntimeError):

@@ -52,8 +52,13 @@ class Faults:
     rate_malformed: answer 200 with a body that is not valid JSON.
     rate_truncated: answer 200 with every choice cut to half its tokens and
       finish_reason "length" (a valid response the filter must drop).
+    rate_html: answer 200 with an HTML page (a proxy or login page).
+    rate_empty: answer 200 with valid JSON and `"choices": []`.
+    rate_oversized: answer with every choice padded by `oversized_chars`
+      characters (a runaway generation that ignores max_tokens).
     retry_after_s: value of the Retry-After header on 429s.
     timeout_s: how long a "timeout" request hangs.
+    oversized_chars: padding of an "oversized" choice.
   """
 
   rate_429: float = 0.0
@@ -61,12 +66,18 @@ class Faults:
   rate_timeout: float = 0.0
   rate_malformed: float = 0.0
   rate_truncated: float = 0.0
+  rate_html: float = 0.0
+  rate_empty: float = 0.0
+  rate_oversized: float = 0.0
   retry_after_s: float = 1.0
   timeout_s: float = 30.0
+  oversized_chars: float = 1_000_000
 
   def draw(self, rng: random.Random) -> str | None:
     value = rng.random()
-    for name in ("429", "500", "timeout", "malformed", "truncated"):
+    # New kinds go last: a seeded fault sequence stays as it was.
+    for name in ("429", "500", "timeout", "malformed", "truncated", "html", "empty",
+                 "oversized"):
       rate = getattr(self, f"rate_{name}")
       if value < rate:
         return name
@@ -137,10 +148,10 @@ class TeacherServer:
         body = await reader.readexactly(length) if length else b""
         status, extra_headers, payload = await self._dispatch(
             method, target.split("?", 1)[0], headers, body)
-        head_out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-                    "Content-Type: application/json",
-                    f"Content-Length: {len(payload)}"]
-        head_out += [f"{k}: {v}" for k, v in extra_headers.items()]
+        out_headers = {"Content-Type": "application/json", **extra_headers,
+                       "Content-Length": str(len(payload))}
+        head_out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+        head_out += [f"{k}: {v}" for k, v in out_headers.items()]
         writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode("latin-1") + payload)
         await writer.drain()
         if headers.get("connection", "").lower() == "close":
@@ -220,6 +231,11 @@ class TeacherServer:
                          {"Retry-After": f"{self.faults.retry_after_s:g}"}, fault)
     if fault == "500":
       return self._error(500, "injected server error", path, fault=fault)
+    if fault == "html":
+      self.stats["fault_html"] += 1
+      return 200, {"Content-Type": "text/html"}, (
+          b"<!DOCTYPE html><html><head><title>Sign in</title></head>"
+          b"<body><h1>Please sign in</h1></body></html>")
     prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest()
     choices, errors, completion_tokens = [], [], 0
     for index in range(n):
@@ -229,6 +245,8 @@ class TeacherServer:
       text, finish_reason = _cap_tokens(solution.text, max_tokens)
       if fault == "truncated":
         text, finish_reason = _cap_tokens(text, max(1, _count_tokens(text) // 2))
+      if fault == "oversized":
+        text += " x" * (int(self.faults.oversized_chars) // 2)
       completion_tokens += _count_tokens(text)
       errors.append(solution.error)
       choice = {"index": index, "finish_reason": finish_reason, "logprobs": None}
@@ -254,6 +272,8 @@ class TeacherServer:
     if self.keep_log:
       self.log.append(RequestLogEntry(time.monotonic(), path, 200, fault,
                                       prompt_sha, tuple(errors)))
+    if fault == "empty":
+      response["choices"] = []
     payload = json.dumps(response).encode()
     if fault == "malformed":
       payload = payload[: len(payload) // 2]
@@ -341,7 +361,8 @@ def start_local_teacher(*, host: str = "127.0.0.1", port: int = 0,
                         error_rate: float = 0.0, latency_ms: float = 0.0,
                         seed: int = 0, model_name: str = "synthetic-teacher",
                         faults: Faults | None = None, api_key: str | None = None,
-                        in_process: bool = True) -> LocalTeacher:
+                        in_process: bool = True,
+                        server: TeacherServer | None = None) -> LocalTeacher:
   """Starts the local teacher on a free loopback port (port=0) and returns it.
 
   Args:
@@ -349,12 +370,15 @@ def start_local_teacher(*, host: str = "127.0.0.1", port: int = 0,
       process (tests read `LocalTeacher.server.log`); False runs
       `python -m cot_distill.teacher.server` in a subprocess, so the server's
       CPU time does not compete with the client's GIL (benchmarks, demo).
+    server: a ready `TeacherServer` (e.g. a test's subclass) to run in a
+      thread instead of one built from the other arguments.
   """
   if not in_process:
     return _start_subprocess(host, port, error_rate, latency_ms, seed,
                              model_name, faults, api_key)
-  server = TeacherServer(error_rate=error_rate, latency_ms=latency_ms, seed=seed,
-                         model_name=model_name, faults=faults, api_key=api_key)
+  if server is None:
+    server = TeacherServer(error_rate=error_rate, latency_ms=latency_ms, seed=seed,
+                           model_name=model_name, faults=faults, api_key=api_key)
   ready = threading.Event()
   state: dict[str, Any] = {}
 
