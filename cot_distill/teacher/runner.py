@@ -367,6 +367,8 @@ class _Progress:
                          "is now %d", timeouts, teacher.request_timeout_s,
                          teacher.concurrency.allowed)
           self._timeouts_reported = timeouts
+      if not count:
+        self._last = 0.0  # The next answered question refreshes at once.
 
   def close(self) -> None:
     self.bar.close()
