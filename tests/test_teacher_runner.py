@@ -239,3 +239,26 @@ def test_retry_failed_redoes_only_failed_questions(tmp_path):
   kept, dropped = all_lines(tmp_path / "run")
   assert sorted((r["id"], r["sample_index"]) for r in kept + dropped) == sorted(
       (e.id, i) for e in examples for i in range(2))
+
+
+def test_progress_line_shows_drops_by_reason_and_timeouts_from_the_first_update(capsys, caplog):
+  import collections  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import concurrency  # pylint: disable=g-import-not-at-top
+  run = types.SimpleNamespace(counts=collections.Counter(), tokens={"prompt_tokens": 0,
+                                                                    "completion_tokens": 0})
+  teacher = types.SimpleNamespace(stats=client_lib.ClientStats(), request_timeout_s=5.0,
+                                  concurrency=concurrency.AdaptiveLimit(16))
+  progress = runner._Progress(3, 0, "annotate", enabled=True)  # pylint: disable=protected-access
+  progress.update(run, teacher, force=True, count=False)  # At start.
+  run.counts.update(kept=1, wrong_answer=1)
+  teacher.stats.reasons["timeout"] = 2
+  caplog.set_level(logging.WARNING)
+  progress.update(run, teacher)  # The first answered question, at once.
+  progress.close()
+  line = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+  assert "kept=1" in line and "wrong_answer=1" in line and "TIMEOUTS=2" in line, line
+  assert "limit=4" in line
+  assert any("requests are timing out (2 so far" in r.getMessage() for r in caplog.records)
