@@ -106,15 +106,23 @@ def test_unreadable_latest_falls_back_to_previous(setup, tmp_path, caplog):
     restored, _ = restorer.restore(state_lib.with_shardings(shapes, shardings))
   assert int(restored.step) == 1
   assert _equal(restored.params, first.params)
-  assert any("checkpoint_2 is unreadable" in record.getMessage()
-             and "falling back to step 1" in record.getMessage()
-             for record in caplog.records)
+  # One line says what happened; the step is moved aside, never deleted.
+  lines = [record.getMessage() for record in caplog.records
+           if "checkpoint step 2" in record.getMessage()]
+  assert len(lines) == 1 and "unreadable" in lines[0], lines
+  assert "resuming from step 1" in lines[0]
+  assert restorer.all_steps() == [1]
+  assert "did not restore as saved:\nunreadable (" in (
+      tmp_path / "checkpoint_2.broken" / "BROKEN.txt").read_text()
   # With every step broken the run stops and says which ones.
   for root, _, files in os.walk(tmp_path / "checkpoint_1" / "params"):
     for name in files:
       open(os.path.join(root, name), "w").close()
-  with pytest.raises(RuntimeError, match="(?s)no readable checkpoint.*checkpoint_1 is unreadable"):
+  with pytest.raises(checkpoints.BrokenCheckpointError,
+                     match="(?s)no usable checkpoint.*checkpoint_1: unreadable"):
     restorer.restore(state_lib.with_shardings(shapes, shardings))
+  assert sorted(os.listdir(tmp_path)) == [
+      "checkpoint_1.broken", "checkpoint_2.broken"]
   restorer.close()
 
 

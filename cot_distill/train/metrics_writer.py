@@ -213,3 +213,34 @@ def summarize_train_metrics(step_metrics: list[Mapping[str, Any]],
     summary["timing/mfu"] = flops_per_step / seconds_per_step / (
         peak_flops * jax.device_count())
   return summary
+
+
+def progress_line(step: int, train_steps: int,
+                  summary: Mapping[str, float]) -> str:
+  """The human progress line of one log interval.
+
+  `step 40/200 (20%): loss 12.35 (2.104/token), 3.21 steps/s, 2,054 target
+  tokens/s, ETA 0:00:50`. Throughput and ETA come from the interval just
+  logged (compilation excluded), so the ETA follows the current speed.
+  """
+  seconds = summary["timing/seconds_per_step"]
+  parts = [f"loss {summary['train/loss']:.4g}"]
+  if "train/loss_per_token" in summary:
+    parts[0] += f" ({summary['train/loss_per_token']:.4g}/token)"
+  parts.append(f"{1.0 / seconds:.3g} steps/s" if seconds > 0 else "")
+  parts.append(f"{summary['timing/tokens_per_second']:,.0f} target tokens/s")
+  eta = (train_steps - step) * seconds
+  parts.append("done" if step >= train_steps
+               else f"ETA {_duration(eta)}")
+  if summary.get("train/skipped_nonfinite"):
+    parts.append(f"{summary['train/skipped_nonfinite']:.0f} NaN/Inf steps "
+                 "skipped")
+  percent = 100.0 * step / max(train_steps, 1)
+  return (f"step {step}/{train_steps} ({percent:.0f}%): "
+          + ", ".join(part for part in parts if part))
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(max(seconds, 0.0)))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

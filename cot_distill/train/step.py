@@ -84,16 +84,25 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch,
   return grads, metrics
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+
+
 def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation,
                learning_rate: optax.Schedule, num_microbatches: int,
-               dropout: bool, microbatch_sharding: Any | None = None
-               ) -> tuple[TrainState, dict]:
+               dropout: bool, microbatch_sharding: Any | None = None,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
   """Forward + backward + update; returns the new state and step metrics.
 
   Metrics are the model's sums over the batch (loss, accuracy = correct
   tokens, num_tokens, ...) plus the learning rate this step used and the
   global gradient norm before the optimizer's own clipping.
+
+  With `skip_nonfinite`, a step whose loss or gradient norm is NaN or Inf
+  keeps the previous parameters and optimizer state (the step counter still
+  advances, so the data stream and schedule go on) and reports
+  `skipped_nonfinite` = 1, as MaxText's and Levanter's skip options do.
+  Without it the update is applied regardless; the loop stops the run.
   """
   dropout_rng = (jax.random.fold_in(jax.random.wrap_key_data(state.rng),
                                     state.step) if dropout else None)
@@ -111,6 +120,13 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
         metrics["num_tokens"], 1.0)
   metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
   metrics["grad_norm"] = optax.global_norm(grads)
+  if skip_nonfinite:
+    finite = jnp.isfinite(metrics["grad_norm"]) & jnp.isfinite(
+        jnp.sum(metrics["loss"]))
+    keep = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep, params, state.params)
+    opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+    metrics["skipped_nonfinite"] = 1.0 - finite.astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
   return new_state, metrics
@@ -122,7 +138,8 @@ def compile_train_step(*, loss_fn: LossFn,
                        partitioner: partitioning.Partitioner,
                        state_shardings: TrainState,
                        num_microbatches: int = 1,
-                       dropout: bool = True
+                       dropout: bool = True,
+                       skip_nonfinite: bool = False
                        ) -> Callable[[TrainState, Batch],
                                      tuple[TrainState, dict]]:
   """`train_step` jitted once: state donated, batch split over `data`.
@@ -137,7 +154,8 @@ def compile_train_step(*, loss_fn: LossFn,
   step = functools.partial(
       train_step, loss_fn=loss_fn, optimizer=optimizer,
       learning_rate=learning_rate, num_microbatches=num_microbatches,
-      dropout=dropout, microbatch_sharding=microbatch_sharding)
+      dropout=dropout, microbatch_sharding=microbatch_sharding,
+      skip_nonfinite=skip_nonfinite)
   jitted = jax.jit(step,
                    in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, partitioner.replicated()),
