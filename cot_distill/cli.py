@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from typing import Sequence
 
@@ -21,6 +20,7 @@ COMMAND_MODULES = (
     "annotate",
     "train",
     "evaluate",
+    "export",
     "report",
     "demo",
     "bench",
@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
       description=("Distil chain-of-thought from a teacher LLM into a T5 "
                    "student (Magister et al., 2023)."))
   parser.add_argument("-v", "--verbose", action="store_true",
-                      help="log at DEBUG level")
+                      help="log at DEBUG level, library start-up notices included")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the traceback of a user error (wrong name, "
+                           "bad file) instead of one paragraph")
   subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
   subparsers.required = True
   for name in COMMAND_MODULES:
@@ -42,21 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# Commands that run JAX/TensorFlow: their libraries are loaded up front with
+# the C++ start-up notices hidden (see console.load_native_libraries_quietly).
+NATIVE_COMMANDS = frozenset({"train", "evaluate", "demo", "bench", "export"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  logging.basicConfig(
-      level=logging.DEBUG if args.verbose else logging.INFO,
-      format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-      datefmt="%H:%M:%S")
-  if not args.verbose:
-    # Orbax and TensorFlow log every checkpoint operation through absl at INFO.
-    logging.getLogger("absl").setLevel(logging.WARNING)
-  try:
-    return int(args.func(args) or 0)
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
+  from cot_distill import console  # pylint: disable=g-import-not-at-top
+  console.configure_logging(args.verbose)
+
+  def run() -> int:
+    if args.command in NATIVE_COMMANDS:
+      console.load_native_libraries_quietly(args.verbose)
+    return args.func(args)
+
+  return console.run_reporting_user_errors(run, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Read T5X checkpoints (legacy msgpack + zarr, or Orbax OCDBT) into our parameter tree.
+"""Read T5X checkpoints (legacy msgpack + zarr, or Orbax OCDBT) into our parameter tree, and write them.
 
 Only the parameters (`target`) are read, never the optimizer state, so an
 XXL checkpoint costs its weights and nothing more. Arrays are opened with
@@ -12,6 +12,11 @@ Layouts (what T5X writes in `checkpoint_<step>/`):
 - Orbax: `state/` is a PyTree with `_METADATA` listing the keys
   ('target', ...); arrays live in an OCDBT key-value store under their
   dotted names ("target.encoder.layers_0.mlp.wo.kernel").
+
+`write_t5x_checkpoint` writes the legacy layout (what `cot-distill export
+--format t5x` makes): parameters and step, no optimizer state. That is all
+`t5x.eval` and `t5x.infer` restore (they build their state without an
+optimizer), and T5X's own reader and ours both read it.
 """
 
 from __future__ import annotations
@@ -139,3 +144,70 @@ def read_t5x_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   path = str(path)
   layout = detect_layout(path)
   return _load_legacy(path) if layout == "legacy" else _load_orbax(path)
+
+
+# T5X's legacy checkpoint format version (t5x/checkpoints.py writes 3).
+T5X_CHECKPOINT_VERSION = 3
+# Largest zarr chunk written, in bytes: big tables are split along their first
+# axis so no single chunk must be held compressed in memory at once.
+_MAX_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> list[int]:
+  if not shape:
+    return []
+  row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64))
+  rows = max(1, min(shape[0], _MAX_CHUNK_BYTES // max(row_bytes, 1)))
+  return [int(rows), *map(int, shape[1:])]
+
+
+def _write_zarr(directory: str, relative: str, array: np.ndarray) -> dict[str, Any]:
+  """Writes one array as T5X does (zarr v2, gzip 1); returns the msgpack spec."""
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  metadata = {"chunks": _chunks(array.shape, array.dtype.itemsize),
+              "compressor": {"id": "gzip", "level": 1},
+              "shape": list(array.shape)}
+  spec = {"driver": "zarr", "dtype": array.dtype.name,
+          "kvstore": {"driver": "file", "path": relative}, "metadata": metadata}
+  written = dict(spec, kvstore=_kvstore(_join(directory, relative)))
+  store = ts.open(written, create=True, delete_existing=True).result()
+  store.write(array).result()
+  return spec
+
+
+def write_t5x_checkpoint(params: Any, step: int, model_dir: str | os.PathLike) -> str:
+  """Writes `model_dir/checkpoint_<step>` in T5X's legacy layout; returns its path.
+
+  Args:
+    params: our parameter tree (T5X's names: encoder/layers_0/...), any
+      arrays; written as float32, which T5X restores into any dtype.
+    step: the training step recorded in the checkpoint (and its name).
+    model_dir: a local directory, created if needed (T5X's MODEL_DIR role).
+
+  The directory is written under a temporary name and renamed into place, so
+  a reader never finds half a checkpoint.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  model_dir = os.fspath(model_dir)
+  if _is_remote(model_dir):
+    raise CheckpointError(f"{model_dir}: writing T5X checkpoints needs a local "
+                          "directory (copy it to the bucket afterwards)")
+  final = os.path.join(model_dir, f"checkpoint_{int(step)}")
+  temporary = f"{final}.tmp-{os.getpid()}"
+  shutil.rmtree(temporary, ignore_errors=True)
+  os.makedirs(temporary)
+  target = {}
+  for name, value in param_tree.flatten(params).items():
+    array = np.asarray(value, dtype=np.float32)
+    relative = "target." + name.replace("/", ".") + "/"
+    target[name] = _write_zarr(temporary, relative, array)
+  state = {"version": T5X_CHECKPOINT_VERSION,
+           "optimizer": {"target": param_tree.unflatten(target),
+                         "state": {"step": np.asarray(int(step), dtype=np.int32)}}}
+  with open(os.path.join(temporary, "checkpoint"), "wb") as file:
+    file.write(serialization.msgpack_serialize(state))
+  if os.path.exists(final):
+    shutil.rmtree(final)
+  os.rename(temporary, final)
+  return final
