@@ -110,3 +110,38 @@ def test_evaluate_then_report_from_the_command_line(tmp_path, t5x_tiny_dir,
   correct = sum(p["correct"] for p in predictions)
   assert f"| arith | validation | t5x-tiny | cot | greedy | 8 | {100 * correct / 8:.1f}%" in markdown
   assert (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.usefixtures("clean_gin")
+def test_a_missing_or_empty_checkpoint_is_refused_before_anything_is_made(
+    tmp_path):
+  """Issue 14: `evaluate --checkpoint /nonexistent` made OUT, then crashed."""
+  from cot_distill import errors  # pylint: disable=import-outside-toplevel
+  examples = tmp_path / "x.jsonl"
+  examples.write_text(json.dumps({
+      "id": "x/test/0", "dataset": "x", "split": "test", "question": "1+1?",
+      "answer_type": "number", "answer": "2"}) + "\n")
+  out = tmp_path / "eval"
+
+  def evaluate(checkpoint):
+    args = _parser().parse_args(["evaluate", "--checkpoint", str(checkpoint),
+                                 "--examples", f"x={examples}", "--out",
+                                 str(out)])
+    with pytest.raises(errors.UserError) as raised:
+      args.func(args)
+    assert not out.exists()
+    return str(raised.value)
+
+  message = evaluate(tmp_path / "nonexistent")
+  assert "nonexistent: no such file or directory" in message
+  assert "target format" not in message
+  # A MODEL_DIR whose training has not saved a step yet.
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "model_config.json").write_text(json.dumps(
+      {"model": {"emb_dim": 8}, "task": "cot_distill.x.cot"}))
+  assert "no checkpoint_<step> directory yet" in evaluate(run)
+  (run / "checkpoint_4").mkdir()
+  assert "has no step 3 (its steps: 4)" in evaluate(run / "checkpoint_3")
+  (run / "model_config.json").write_text("{not json")
+  assert "not valid JSON" in evaluate(run)

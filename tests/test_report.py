@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import math
@@ -224,3 +225,23 @@ def test_training_metrics_keep_the_last_record_per_step(run_root):
   assert "train/grad_norm" not in run.data["series"]
   assert run.data["series"]["eval/coin.eval/accuracy"] == ([0, 50, 100],
                                                           [0.0, 0.5, 1.0])
+
+
+def test_one_bad_manifest_is_listed_and_the_rest_reported(run_root, tmp_path,
+                                                          capsys):
+  """Issue 14: `report` aborted on one bad manifest instead of reporting it."""
+  from cot_distill.commands import report as report_command  # pylint: disable=import-outside-toplevel
+  broken = run_root / "annotate_torn"
+  broken.mkdir()
+  (broken / "manifest.json").write_text('{"status": "comp')
+  out = tmp_path / "report"
+  args = argparse.Namespace(run_dirs=[run_root], out=out)
+  assert report_command.run(args) == 0
+  printed = capsys.readouterr().out
+  assert f"could not read annotation run {broken}: ValueError:" in printed
+  markdown = (out / "report.md").read_text()
+  assert "## Runs that could not be read (1)" in markdown
+  assert "75.0% [53.1, 88.8]" in markdown  # the readable runs are all there
+  saved = json.loads((out / "report.json").read_text())
+  assert [u["path"] for u in saved["unreadable"]] == [str(broken)]
+  assert len(saved["runs"]) == 9

@@ -149,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:
       print(f"cot-distill evaluate: missing {', '.join(missing)}", file=sys.stderr)
       return 2
+  checkpoint = keywords.get("checkpoint")
+  if checkpoint and "{fold}" not in str(checkpoint):
+    # Before anything is created: a missing or unreadable checkpoint is
+    # one clear error, not a target-format complaint or a traceback.
+    from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
+    checkpoint_predictor.check_checkpoint(checkpoint)
   with cpu_runtime.retained_memory():
     summary = evaluator.evaluate(**keywords)
   print(format_table(summary))

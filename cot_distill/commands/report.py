@@ -32,5 +32,7 @@ def run(args: argparse.Namespace) -> int:
   print("runs: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
   for row in report.get("accuracy", []):
     print(f"  {row['task']:28s} {row['model']:36s} {row['formatted']}")
+  for entry in report.get("unreadable", []):
+    print(f"  could not read {entry['kind']} run {entry['path']}: {entry['reason']}")
   print(f"report: {args.out / 'report.md'} (plots: {', '.join(report['plots']) or 'none'})")
   return 0

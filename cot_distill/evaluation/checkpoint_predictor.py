@@ -26,6 +26,7 @@ import pathlib
 import re
 from typing import Any, Sequence
 
+from cot_distill.errors import UserError
 from cot_distill.evaluation.predictions import Generation
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -196,6 +197,58 @@ def describe_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
   return CheckpointDescription(
       path=path, kind=kind, model_dir=model_dir, step=step,
       model_config=model_config, model_config_path=config_path)
+
+
+class CheckpointUnavailableError(UserError, FileNotFoundError):
+  """The checkpoint a user named is missing or cannot be read."""
+
+
+def check_checkpoint(checkpoint: str | os.PathLike) -> CheckpointDescription:
+  """Fails early, before any output exists, if `checkpoint` cannot be used.
+
+  Checks what can be checked without reading arrays: the path exists, it is
+  a `cot-distill train` MODEL_DIR (or step) or a T5X checkpoint, its
+  model_config.json parses, and a MODEL_DIR holds at least one step (the
+  named step, when a step directory is given). A damaged array is still
+  found at restore time, by the checksums (`restore_params`).
+  """
+  path = os.fspath(checkpoint)
+  parent = _parent(path)
+  if (not _exists(path) and _STEP_DIRECTORY.match(_name(path))
+      and _exists(_join(parent, MODEL_CONFIG_FILE), directory=False)):
+    steps = sorted(int(match.group(1)) for match in
+                   map(_STEP_DIRECTORY.match, _list_directory(parent))
+                   if match and match.group(0).startswith("checkpoint_"))
+    raise CheckpointUnavailableError(
+        f"--checkpoint {path}: {parent} has no step "
+        f"{_STEP_DIRECTORY.match(_name(path)).group(1)} (its steps: "
+        f"{', '.join(map(str, steps)) or 'none yet'})")
+  if not _exists(path):
+    raise CheckpointUnavailableError(
+        f"--checkpoint {path}: no such file or directory. Give the MODEL_DIR "
+        "of `cot-distill train`, one of its checkpoint_<step> directories, or "
+        "a T5X checkpoint_<step> directory.")
+  try:
+    description = describe_checkpoint(path)
+  except (OSError, ValueError) as error:
+    raise CheckpointUnavailableError(f"--checkpoint {path}: {error}") from None
+  if description.kind == "trainer":
+    if description.resolved_step is None:
+      raise CheckpointUnavailableError(
+          f"--checkpoint {path}: {description.model_dir} has a "
+          f"{MODEL_CONFIG_FILE} but no checkpoint_<step> directory yet (has "
+          "its training saved a step?)")
+    if "model" not in description.model_config:
+      raise CheckpointUnavailableError(
+          f"--checkpoint {path}: {description.model_config_path} has no "
+          "'model' entry (T5Config fields), so the network cannot be built")
+    if description.step is not None and not _exists(
+        _join(description.model_dir, f"checkpoint_{description.step}"),
+        directory=True):
+      raise CheckpointUnavailableError(
+          f"--checkpoint {path}: step {description.step} is not a checkpoint "
+          f"directory of {description.model_dir}")
+  return description
 
 
 def _vocabulary(description: CheckpointDescription, spm_path: str | None,

@@ -356,7 +356,8 @@ def build_report(run_paths: Sequence[pathlib.Path],
   """Read every run under `run_paths`, write report.md/.json and plots."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  all_runs = runs_lib.load_runs([pathlib.Path(p) for p in run_paths])
+  all_runs, unreadable = runs_lib.load_runs_tolerantly(
+      [pathlib.Path(p) for p in run_paths])
   evaluations = [r for r in all_runs if r.kind == runs_lib.EVALUATION]
   annotations = [r for r in all_runs if r.kind == runs_lib.ANNOTATION]
   trainings = [r for r in all_runs if r.kind == runs_lib.TRAINING]
@@ -367,11 +368,18 @@ def build_report(run_paths: Sequence[pathlib.Path],
       "runs": [{"kind": r.kind, "label": r.label, "path": str(r.path)}
                for r in all_runs],
       "plots": [],
+      "unreadable": [{"kind": u.kind, "path": str(u.path), "reason": u.reason}
+                     for u in unreadable],
   }
   lines = ["# cot-distill report", "",
            f"Generated {created} from {len(all_runs)} run(s).", ""]
   lines += _table(["kind", "run", "directory"],
                   [[r.kind, r.label, str(r.path)] for r in all_runs])
+  if unreadable:
+    lines += ["", f"## Runs that could not be read ({len(unreadable)})", "",
+              "Left out of every section below:", ""]
+    lines += _table(["kind", "directory", "reason"],
+                    [[u.kind, str(u.path), u.reason] for u in unreadable])
   lines += _accuracy_section(evaluations, out_dir, report)
   lines += _cross_validation_section(evaluations, report)
   lines += _self_consistency_section(evaluations, out_dir, report)

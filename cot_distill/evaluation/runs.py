@@ -245,6 +245,29 @@ LOADERS = {EVALUATION: load_evaluation, ANNOTATION: load_annotation,
            TRAINING: load_training}
 
 
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+  """A run directory that was found but could not be read, and why."""
+
+  kind: str
+  path: pathlib.Path
+  reason: str
+
+
 def load_runs(paths: list[pathlib.Path]) -> list[Run]:
-  """Every run at or below `paths`, in the order found."""
+  """Every run at or below `paths`, in the order found; raises on a bad one."""
   return [LOADERS[kind](directory) for kind, directory in discover(paths)]
+
+
+def load_runs_tolerantly(paths: list[pathlib.Path]
+                         ) -> tuple[list[Run], list[Unreadable]]:
+  """(runs read, runs that could not be read), so one bad file (a torn
+  manifest, a summary from another tool) does not hide every other run."""
+  runs, unreadable = [], []
+  for kind, directory in discover(paths):
+    try:
+      runs.append(LOADERS[kind](directory))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+      unreadable.append(Unreadable(kind, directory, " ".join(
+          f"{type(error).__name__}: {error}".split())[:300]))
+  return runs, unreadable
