@@ -111,14 +111,20 @@ def split_counts(name: str, data_dir: str | None) -> dict[str, int | str]:
 
 def _list(args: argparse.Namespace) -> int:
   print(f"data dir: {registry.resolve_data_dir(args.data_dir)}")
+  limit = registry.max_examples_from_env()
+  if limit is not None:
+    print(f"(every split cut to its first {limit} examples by ${registry.MAX_EXAMPLES_ENV})")
   print(f"{'dataset':26s} {'split':12s} {'count':>6s}  {'answer type':16s} licence")
-  problems = 0
+  problems = missing = 0
   for name, info in registry.DATASETS.items():
     for row, (split, count) in enumerate(split_counts(name, args.data_dir).items()):
       expected = info.expected_counts[split]
+      if limit is not None:
+        expected = min(expected, limit)
       note = ""
       if isinstance(count, str):
         problems += 1
+        missing += count.startswith("missing")
         count, note = "-", f"  [{count}]"
       elif count != expected:
         problems += 1
@@ -129,6 +135,11 @@ def _list(args: argparse.Namespace) -> int:
             f"{info.licence if first else ''}{note}".rstrip())
   if problems:
     print(f"{problems} split(s) missing or not matching the pinned counts", file=sys.stderr)
+  if missing:
+    print(f"To get the files: `cot-distill datasets download all --data-dir "
+          f"{registry.resolve_data_dir(args.data_dir)}` (or a dataset name instead of "
+          f"all), or point --data-dir / ${registry.DATA_DIR_ENV} at a copy of them.",
+          file=sys.stderr)
   return 1 if problems else 0
 
 

@@ -2,13 +2,14 @@
 
     cot-distill train --gin_file=gin/models/t5_1_1_tiny.gin \\
         --gin_file=gin/runs/finetune_cot.gin \\
-        --gin.MIXTURE_OR_TASK_NAME="'cot_distill.coin_flip_gen.synthetic.cot'" \\
-        --gin.MODEL_DIR="'/tmp/student'" --gin.TRAIN_STEPS=200
+        --gin.MIXTURE_OR_TASK_NAME="'cot_distill.coin_flip_gen.gold.cot'" \\
+        --gin.MODEL_DIR="'runs/coin_flip_cot_tiny'" --gin.TRAIN_STEPS=200
 
 Flags follow T5X's: `--gin_file` (repeatable, later files override earlier
 ones), `--gin.MACRO=VALUE` (a gin binding `MACRO = VALUE`, applied after all
 files; values are gin literals, so strings need inner quotes),
 `--gin_bindings` (any binding), `--gin_search_paths` (for `include`).
+`$COT_DISTILL_GIN_BINDINGS` (one gin line per line) is applied last.
 Exit status 0 when the run reached TRAIN_STEPS, 143 when it stopped on
 SIGTERM after saving a checkpoint (rerun the same command to resume).
 """
@@ -21,8 +22,11 @@ import os
 import sys
 from typing import Sequence
 
+from cot_distill import errors
+
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect.
 _GIN_MACRO_FLAG = "--gin."
+GIN_BINDINGS_ENV = "COT_DISTILL_GIN_BINDINGS"
 
 
 class GinFlagParser(argparse.ArgumentParser):
@@ -92,6 +96,46 @@ class _LibraryChatterFilter(logging.Filter):
             or "/orbax/" not in record.pathname.replace(os.sep, "/"))
 
 
+def environment_bindings() -> list[str]:
+  """Gin lines from $COT_DISTILL_GIN_BINDINGS, applied after every flag.
+
+  One line per binding (or `include 'file.gin'`). It lets a script shrink a
+  documented command without editing it (CI runs the README's base-size
+  command with a tiny model this way); the run's config.gin records the
+  result, and the log says that the variable was used.
+  """
+  text = os.environ.get(GIN_BINDINGS_ENV, "")
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if lines:
+    logging.info("$%s adds %d gin line(s) after the command line: %s",
+                 GIN_BINDINGS_ENV, len(lines), "; ".join(lines))
+  return lines
+
+
+def check_task_name() -> None:
+  """An unknown MIXTURE_OR_TASK_NAME is a user error with close matches."""
+  import difflib  # pylint: disable=import-outside-toplevel
+  import gin  # pylint: disable=import-outside-toplevel
+  import seqio  # pylint: disable=import-outside-toplevel
+  try:
+    name = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
+  except ValueError:
+    return  # not set through the macro: the trainer reports what is missing
+  if not isinstance(name, str):
+    return
+  import cot_distill_tasks  # pylint: disable=import-outside-toplevel,unused-import
+  known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
+  if name in known:
+    return
+  close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+  ours = [task for task in known if task.startswith("cot_distill.")]
+  hint = (f"did you mean {', '.join(close)}?" if close else
+          f"{len(ours)} cot_distill tasks are registered, e.g. {', '.join(ours[:4])}")
+  raise errors.UserError(
+      f"MIXTURE_OR_TASK_NAME {name!r} is not a registered SeqIO task or mixture; "
+      f"{hint} (tasks/README.md lists them all)")
+
+
 def run(args: argparse.Namespace) -> int:
   for handler in logging.getLogger().handlers:
     handler.addFilter(_LibraryChatterFilter())
@@ -100,15 +144,25 @@ def run(args: argparse.Namespace) -> int:
   from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
   multihost.initialize(args.coordinator_address, args.num_processes,
                        args.process_id)
+  from cot_distill import console  # pylint: disable=import-outside-toplevel
+  console.report_backends()
   import gin  # pylint: disable=import-outside-toplevel
   from cot_distill.train import trainer  # pylint: disable=import-outside-toplevel
   if not args.gin_file:
-    raise SystemExit("cot-distill train: give at least one --gin_file "
-                     "(e.g. gin/models/t5_1_1_tiny.gin and gin/runs/finetune_cot.gin)")
+    raise errors.UserError(
+        "cot-distill train: give at least one --gin_file (e.g. "
+        "--gin_file=gin/models/t5_1_1_tiny.gin --gin_file=gin/runs/finetune_cot.gin)")
   parse_gin(args.gin_file,
-            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags)],
+            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
+             *environment_bindings()],
             [path for path in args.gin_search_paths.split(",") if path])
-  result = gin.get_configurable(trainer.train)()
+  check_task_name()
+  # Process-wide, so made here and not by the library (after gin: it reads
+  # the cpu_fast_paths setting).
+  with cpu_runtime.retained_memory() as retained:
+    if retained:
+      logging.info("CPU steps reuse their host memory (cot_distill.cpu_runtime)")
+    result = gin.get_configurable(trainer.train)()
   logging.info("finished at step %d in %s%s", result.step, result.model_dir,
                " (preempted)" if result.preempted else "")
   return PREEMPTED_EXIT_CODE if result.preempted else 0
@@ -130,8 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                          description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
   add_arguments(parser)
+  parser.add_argument("-v", "--verbose", action="store_true",
+                      help="log at DEBUG level, library start-up notices included")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the traceback of a user error")
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO,
-                      format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                      datefmt="%H:%M:%S")
-  return run(args)
+  from cot_distill import console  # pylint: disable=import-outside-toplevel
+  console.configure_logging(args.verbose)
+
+  def start() -> int:
+    console.load_native_libraries_quietly(args.verbose)
+    return run(args)
+
+  return console.run_reporting_user_errors(start, debug=args.debug)

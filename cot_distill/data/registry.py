@@ -14,6 +14,7 @@ shared/data (`gsm8k/test.jsonl`, ...), so a copy of that folder works as is.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from typing import Callable, Mapping
@@ -24,6 +25,7 @@ from cot_distill.data.errors import MissingDataError
 from cot_distill.data.example import AnswerType, Example
 from cot_distill.data.sources import FILES, DataFile
 
+MAX_EXAMPLES_ENV = "COT_DISTILL_MAX_EXAMPLES"
 DATA_DIR_ENV = "COT_DISTILL_DATA_DIR"
 Loader = Callable[[pathlib.Path, str], list[Example]]
 
@@ -166,6 +168,27 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> pathlib.
   return default_cache_dir()
 
 
+def max_examples_from_env() -> int | None:
+  """$COT_DISTILL_MAX_EXAMPLES: every split is cut to its first N examples.
+
+  For smoke runs of whole pipelines (CI runs the README's commands this
+  way): one setting makes annotation, training data and evaluation small
+  without changing a command line. Unset or empty means no limit.
+  """
+  value = os.environ.get(MAX_EXAMPLES_ENV, "").strip()
+  if not value:
+    return None
+  try:
+    limit = int(value)
+  except ValueError:
+    limit = 0
+  if limit < 1:
+    raise ValueError(f"${MAX_EXAMPLES_ENV}={value!r}: expected a positive integer")
+  logging.getLogger(__name__).debug("%s=%d: splits are cut to their first %d examples",
+                                    MAX_EXAMPLES_ENV, limit, limit)
+  return limit
+
+
 def get_info(name: str) -> DatasetInfo:
   try:
     return DATASETS[name]
@@ -192,7 +215,9 @@ def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None
     raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}")
   root = resolve_data_dir(data_dir)
   try:
-    return info.loader(root, split)
+    examples = info.loader(root, split)
+    limit = max_examples_from_env()
+    return examples if limit is None else examples[:limit]
   except MissingDataError as error:
     raise MissingDataError(error.path, (
         f"run `cot-distill datasets download {name} --data-dir {root}`, or point "
