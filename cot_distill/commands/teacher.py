@@ -1,7 +1,7 @@
 """`cot-distill teacher ...`: the local teacher server and prompt inspection.
 
     cot-distill teacher serve [--host 127.0.0.1] [--port 8000] [--error-rate R]
-        [--latency-ms L] [--seed S] [--model-name NAME] [--api-key-env VAR]
+        [--step-error-rate R] [--latency-ms L] [--seed S] [--model-name NAME] [--api-key-env VAR]
     cot-distill teacher exemplars [--dataset NAME]
     cot-distill teacher prompt --dataset NAME --split S [--index I]
         [--prompt-mode hinted|few_shot|zero_shot] [--style completion|chat]
@@ -11,7 +11,9 @@
 STAND-IN for a real LLM: it answers coin-flip and last-letter questions with
 a rule-based chain of thought in the exemplar style, and with probability
 --error-rate per sample makes a wrong step or states a wrong answer (so the
-annotation filter has work to do). It supports /v1/completions,
+annotation filter has work to do), and with probability --step-error-rate
+writes a wrong step but still the right answer (only the rationale verifier,
+`annotate --verify`, catches those). It supports /v1/completions,
 /v1/chat/completions (n, seed, max_tokens, temperature) and /v1/models. The
 --fault-* flags inject transport faults (429, 500, slow, malformed JSON,
 truncation) for testing clients.

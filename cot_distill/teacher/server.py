@@ -103,10 +103,13 @@ class TeacherServer:
   def __init__(self, *, error_rate: float = 0.0, latency_ms: float = 0.0,
                seed: int = 0, model_name: str = "synthetic-teacher",
                faults: Faults | None = None, api_key: str | None = None,
-               keep_log: bool = True):
+               keep_log: bool = True, step_error_rate: float = 0.0):
     if not 0.0 <= error_rate <= 1.0:
       raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+    if not 0.0 <= step_error_rate <= 1.0:
+      raise ValueError(f"step_error_rate must be in [0, 1], got {step_error_rate}")
     self.error_rate = error_rate
+    self.step_error_rate = step_error_rate
     self.latency_s = latency_ms / 1000.0
     self.seed = seed
     self.model_name = model_name
@@ -241,7 +244,8 @@ class TeacherServer:
     for index in range(n):
       rng = random.Random(f"{self.seed}|{request.get('seed')}|{prompt_sha}|{index}")
       solution = synthetic.solve(prompt_text, rng, error_rate=self.error_rate,
-                                 vary_wording=temperature > 0)
+                                 vary_wording=temperature > 0,
+                                 step_error_rate=self.step_error_rate)
       text, finish_reason = _cap_tokens(solution.text, max_tokens)
       if fault == "truncated":
         text, finish_reason = _cap_tokens(text, max(1, _count_tokens(text) // 2))
@@ -362,7 +366,8 @@ def start_local_teacher(*, host: str = "127.0.0.1", port: int = 0,
                         seed: int = 0, model_name: str = "synthetic-teacher",
                         faults: Faults | None = None, api_key: str | None = None,
                         in_process: bool = True,
-                        server: TeacherServer | None = None) -> LocalTeacher:
+                        server: TeacherServer | None = None,
+                        step_error_rate: float = 0.0) -> LocalTeacher:
   """Starts the local teacher on a free loopback port (port=0) and returns it.
 
   Args:
@@ -375,10 +380,11 @@ def start_local_teacher(*, host: str = "127.0.0.1", port: int = 0,
   """
   if not in_process:
     return _start_subprocess(host, port, error_rate, latency_ms, seed,
-                             model_name, faults, api_key)
+                             model_name, faults, api_key, step_error_rate)
   if server is None:
     server = TeacherServer(error_rate=error_rate, latency_ms=latency_ms, seed=seed,
-                           model_name=model_name, faults=faults, api_key=api_key)
+                           model_name=model_name, faults=faults, api_key=api_key,
+                           step_error_rate=step_error_rate)
   ready = threading.Event()
   state: dict[str, Any] = {}
 
@@ -421,14 +427,14 @@ def start_local_teacher(*, host: str = "127.0.0.1", port: int = 0,
 
 
 def _start_subprocess(host, port, error_rate, latency_ms, seed, model_name,
-                      faults, api_key) -> LocalTeacher:
+                      faults, api_key, step_error_rate=0.0) -> LocalTeacher:
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   command = [sys.executable, "-m", "cot_distill.teacher.server", "--host", host,
              "--port", str(port), "--error-rate", str(error_rate),
              "--latency-ms", str(latency_ms), "--seed", str(seed),
-             "--model-name", model_name]
+             "--model-name", model_name, "--step-error-rate", str(step_error_rate)]
   command += _fault_arguments(faults or Faults())
   env = dict(os.environ)
   if api_key is not None:
@@ -471,7 +477,11 @@ def add_server_arguments(parser) -> None:
   parser.add_argument("--port", type=int, default=8000,
                       help="port; 0 picks a free one (printed at start)")
   parser.add_argument("--error-rate", type=float, default=0.0,
-                      help="probability that a sample has a wrong step or answer")
+                      help="probability that a sample has a wrong step or answer "
+                           "(its final answer is wrong)")
+  parser.add_argument("--step-error-rate", type=float, default=0.0,
+                      help="probability that a sample has a wrong step and still the "
+                           "right final answer (only the rationale verifier catches it)")
   parser.add_argument("--latency-ms", type=float, default=0.0,
                       help="delay before every response, in milliseconds")
   parser.add_argument("--seed", type=int, default=0, help="server randomness seed")
@@ -500,7 +510,8 @@ def run_from_arguments(args) -> int:
                      for f in dataclasses.fields(Faults)})
   server = TeacherServer(error_rate=args.error_rate, latency_ms=args.latency_ms,
                          seed=args.seed, model_name=args.model_name,
-                         faults=faults, api_key=api_key, keep_log=False)
+                         faults=faults, api_key=api_key, keep_log=False,
+                         step_error_rate=args.step_error_rate)
 
   async def main():
     loop = asyncio.get_running_loop()

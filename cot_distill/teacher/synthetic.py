@@ -7,7 +7,12 @@ prompt, solves it exactly, and writes a chain of thought in the exemplar
 style. With probability `error_rate` per sample it makes a mistake that always
 changes the final answer (a wrong intermediate step that propagates, or a
 wrong final answer after correct steps), so the annotation filter has real
-work to do and a test can recompute which CoTs must survive.
+work to do and a test can recompute which CoTs must survive. With
+probability `step_error_rate` it makes the mistake a real small teacher
+makes under the paper's hint: a wrong step, and still the right final answer
+(a misnamed flipper, a wrong parity word, a count off by two, a wrong
+intermediate state; a wrong letter for one word, or a wrong concatenation),
+which only the rationale verifier (`cot_distill.verifier`) can catch.
 
 Everything is a pure function of (question, sample randomness), so the same
 request to the same server seed gives the same text.
@@ -30,10 +35,14 @@ _LETTERS_RE = re.compile(
 _ANSWER_TRIGGER_RE = re.compile(r"Therefore, (?:among [A-Z] through [A-Z], )?"
                                 r"the answer(?: \([^)]*\))? is\s*$")
 _STATED_ANSWER_RE = re.compile(r"The answer is (\w+)\.")
+# The gold answer a hinted prompt gives after the question ("Answer: 18").
+_HINT_RE = re.compile(r"^Answer: (?P<answer>.+?)\s*$", re.MULTILINE)
 
 # Kinds of injected mistake; each changes the final answer.
 WRONG_STEP = "wrong_step"
 WRONG_ANSWER = "wrong_answer"
+# A wrong step with the right final answer (rate `step_error_rate`).
+RIGHT_ANSWER_WRONG_STEP = "right_answer_wrong_step"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +55,7 @@ class Solution:
     answer: the answer the text states.
     correct_answer: the true answer of the question (None if no question
       was recognised).
-    error: None, WRONG_STEP or WRONG_ANSWER.
+    error: None, WRONG_STEP, WRONG_ANSWER or RIGHT_ANSWER_WRONG_STEP.
   """
 
   text: str
@@ -125,28 +134,48 @@ def _coin_flip_text(question: CoinFlipQuestion, rng: random.Random,
   count = len(flippers)
   even = count % 2 == 0
   answer = "yes" if even else "no"
+  # What the chain writes. A right-answer-wrong-step error corrupts one of
+  # these claims and nothing else, so the final answer stays right.
+  shown_flippers, shown_count, shown_even, wrong_state_at = flippers, count, even, None
+  if error == RIGHT_ANSWER_WRONG_STEP:
+    if variant == 1:
+      wrong_state_at = rng.randrange(len(people))
+    else:
+      others = [name for name, flips in people if not flips]
+      kind = rng.choice(("parity", "count", "names") if flippers and others
+                        else ("parity", "count"))
+      if kind == "parity":
+        shown_even = not even
+      elif kind == "count":
+        shown_count = count + 2
+      else:
+        shown_flippers = list(flippers)
+        shown_flippers[rng.randrange(len(flippers))] = rng.choice(others)
   parity = "an even" if even else "an odd"
+  shown_parity = "an even" if shown_even else "an odd"
   if variant == 0:
-    text = (f"The coin was flipped by {_join_names(flippers)}. So the coin was "
-            f"flipped {count} times, which is {parity} number. The coin started "
+    text = (f"The coin was flipped by {_join_names(shown_flippers)}. So the coin was "
+            f"flipped {shown_count} times, which is {shown_parity} number. The coin started "
             f"heads up, so after {parity} number of flips, it will "
             f"{'still be heads up' if even else 'be tails up'}.")
   elif variant == 1:
     heads = True
     steps = ["The coin starts heads up."]
-    for name, flips in people:
+    for position, (name, flips) in enumerate(people):
+      heads = heads != flips
+      shown = heads if position != wrong_state_at else not heads
       if flips:
-        heads = not heads
-        steps.append(f"{name} flips it, so it is now {'heads' if heads else 'tails'} up.")
+        steps.append(f"{name} flips it, so it is now {'heads' if shown else 'tails'} up.")
       else:
         steps.append(f"{name} does not flip it, so it stays "
-                     f"{'heads' if heads else 'tails'} up.")
+                     f"{'heads' if shown else 'tails'} up.")
     steps.append(f"In the end the coin is {'heads' if heads else 'tails'} up.")
     text = " ".join(steps)
   else:
-    text = (f"{count} {'person' if count == 1 else 'people'} flipped the coin"
-            f"{': ' + _join_names(flippers) if flippers else ''}. "
-            f"{count} is {'even' if even else 'odd'}, and an {'even' if even else 'odd'} "
+    text = (f"{shown_count} {'person' if shown_count == 1 else 'people'} flipped the coin"
+            f"{': ' + _join_names(shown_flippers) if shown_flippers else ''}. "
+            f"{shown_count} is {'even' if shown_even else 'odd'}, and an "
+            f"{'even' if even else 'odd'} "
             f"number of flips leaves a coin that started heads up "
             f"{'heads up' if even else 'tails up'}.")
   if error == WRONG_ANSWER:
@@ -171,17 +200,25 @@ def _letters_text(question: LastLettersQuestion, rng: random.Random,
     position = rng.randrange(len(words))
     letters[position] = _wrong_letter(words[position], rng)
   joined = "".join(letters)
+  # What the chain writes (see `_coin_flip_text`).
+  shown_letters, shown_joined = list(letters), joined
+  if error == RIGHT_ANSWER_WRONG_STEP:
+    if rng.random() < 0.5:
+      position = rng.randrange(len(words))
+      shown_letters[position] = _wrong_letter(words[position], rng)
+    else:
+      shown_joined = _corrupt_letters(joined, rng)
   if variant == 0:
-    parts = [f"The last letter of \"{w}\" is \"{l}\"." for w, l in zip(words, letters)]
-    text = " ".join(parts) + f" Concatenating them is \"{joined}\"."
+    parts = [f"The last letter of \"{w}\" is \"{l}\"." for w, l in zip(words, shown_letters)]
+    text = " ".join(parts) + f" Concatenating them is \"{shown_joined}\"."
   elif variant == 1:
     quoted_words = ", ".join(f"\"{w}\"" for w in words)
-    quoted_letters = ", ".join(f"\"{l}\"" for l in letters)
+    quoted_letters = ", ".join(f"\"{l}\"" for l in shown_letters)
     text = (f"The words are {quoted_words}. Their last letters are {quoted_letters}. "
-            f"Putting them together gives \"{joined}\".")
+            f"Putting them together gives \"{shown_joined}\".")
   else:
-    parts = [f"{w} ends with \"{l}\"." for w, l in zip(words, letters)]
-    text = " ".join(parts) + f" So the letters in order form \"{joined}\"."
+    parts = [f"{w} ends with \"{l}\"." for w, l in zip(words, shown_letters)]
+    text = " ".join(parts) + f" So the letters in order form \"{shown_joined}\"."
   answer = joined
   if error == WRONG_ANSWER:
     answer = _corrupt_letters(joined, rng)
@@ -197,19 +234,25 @@ def _corrupt_letters(letters: str, rng: random.Random) -> str:
 
 
 def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
-          vary_wording: bool) -> Solution:
+          vary_wording: bool, step_error_rate: float = 0.0) -> Solution:
   """The synthetic teacher's reply to a prompt (all turns joined for chat).
 
   Args:
     prompt_text: the whole prompt; the last recognised question is answered.
     rng: per-sample randomness (error choice, wording, which step goes wrong).
-    error_rate: probability that this sample contains a mistake.
+    error_rate: probability that this sample contains a mistake that
+      changes its answer.
+    step_error_rate: probability that a sample without such a mistake has
+      a wrong step and the right answer (drawn only when positive, so
+      replies at rate 0 are the same as before the option existed).
     vary_wording: pick one of several phrasings (sampling at temperature > 0)
       instead of always the exemplar phrasing (greedy decoding).
   """
   error = None
   if rng.random() < error_rate:
     error = rng.choice((WRONG_STEP, WRONG_ANSWER))
+  elif step_error_rate > 0 and rng.random() < step_error_rate:
+    error = RIGHT_ANSWER_WRONG_STEP
   variant = rng.randrange(3) if vary_wording else 0
   stripped = prompt_text.rstrip()
   coin = parse_coin_flip(prompt_text)
@@ -218,7 +261,7 @@ def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
   coin_at = prompt_text.rfind("A coin is heads up.") if coin else -1
   letters_at = prompt_text.rfind("Take the last letter") if letters else -1
   if coin is None and letters is None:
-    return Solution("I am not able to answer this question.", None, None, None)
+    return _restate_hint(prompt_text)
   if coin_at > letters_at:
     correct = coin.answer
     if _ANSWER_TRIGGER_RE.search(stripped):
@@ -233,6 +276,22 @@ def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
   return Solution(" " + text, answer, correct, error)
 
 
+def _restate_hint(prompt_text: str) -> Solution:
+  """Any other question: restate the hinted gold answer, if the prompt has one.
+
+  This is how a weak teacher behaves on questions it cannot solve (the
+  paper's hint makes the final answer right whatever the steps), and it lets
+  every pipeline over any benchmark run offline. The chain has no real step,
+  so a reader of the records sees at once what kind of teacher wrote it.
+  """
+  hints = list(_HINT_RE.finditer(prompt_text))
+  if not hints:
+    return Solution("I am not able to answer this question.", None, None, None)
+  answer = hints[-1].group("answer")
+  return Solution(f" Working from the given answer, the result is {answer}. "
+                  f"The answer is {answer}.", answer, answer, None)
+
+
 def _stage_two_answer(prompt_text: str, correct: str, error: str | None,
                       corrupt) -> Solution:
   """Zero-shot CoT stage 2: repeat the answer the chain of thought reached."""
@@ -240,6 +299,6 @@ def _stage_two_answer(prompt_text: str, correct: str, error: str | None,
   for match in _STATED_ANSWER_RE.finditer(prompt_text):
     stated = match.group(1).lower()
   answer = stated if stated is not None else correct
-  if error is not None and stated is None:
+  if error in (WRONG_STEP, WRONG_ANSWER) and stated is None:
     answer = corrupt(answer)
   return Solution(f" {answer}.", answer, correct, error if answer != correct else None)
