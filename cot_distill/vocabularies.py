@@ -39,6 +39,12 @@ from typing import Any, Mapping
 import gin
 import seqio
 
+from cot_distill import errors
+
+class MissingVocabularyError(errors.UserError, FileNotFoundError):
+  """A SentencePiece model file that a run or checkpoint names is not there."""
+
+
 # T5's public vocabulary, as packaged (see cot_distill/vocab/NOTICE.md).
 DEFAULT_SPM_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "vocab", "t5_spiece.model")
@@ -111,7 +117,7 @@ def store_in_model_dir(vocabulary: Any, model_dir: str) -> dict[str, Any]:
   source = os.path.abspath(source)
   target = _join(model_dir, MODEL_DIR_SPM_FILE)
   if not tf.io.gfile.exists(source):
-    raise FileNotFoundError(f"vocabulary {source}: no such SentencePiece model file")
+    raise MissingVocabularyError(f"vocabulary {source}: no such SentencePiece model file")
   tf.io.gfile.makedirs(model_dir)
   with tf.io.gfile.GFile(source, "rb") as file:
     content = file.read()
@@ -156,7 +162,7 @@ def from_description(description: Mapping[str, Any] | None, model_dir: str | Non
                      extra_ids: int | None = None) -> seqio.SentencePieceVocabulary:
   """The vocabulary a model_config.json describes (explicit arguments win).
 
-  Raises FileNotFoundError naming both the description and the file when a
+  Raises MissingVocabularyError (a FileNotFoundError) naming both the description and the file when a
   local vocabulary file is missing, so evaluation fails before decoding.
   """
   description = dict(description or {})
@@ -167,7 +173,7 @@ def from_description(description: Mapping[str, Any] | None, model_dir: str | Non
   resolved = resolve_spm_path(path)
   if not is_remote(resolved) and not os.path.exists(resolved):
     where = f" (model_config.json in {model_dir} names {described!r})" if described and not spm_path else ""
-    raise FileNotFoundError(
+    raise MissingVocabularyError(
         f"vocabulary {resolved}: no such SentencePiece model file{where}; pass "
         "--spm-path with the vocabulary the student was trained with")
   return get_vocabulary(resolved, DEFAULT_EXTRA_IDS if extra_ids is None else extra_ids)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from typing import Sequence
 
+from cot_distill import errors
 from cot_distill.data import registry
 from cot_distill.data.errors import DataFormatError, MissingDataError
 from cot_distill.data.example import Example
@@ -229,16 +230,42 @@ def _generate(args: argparse.Namespace) -> int:
   return 0
 
 
+def _remove_empty_folders(folders: Sequence[pathlib.Path]) -> None:
+  """Removes the folders a failed download created, deepest first, if empty."""
+  for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+    try:
+      folder.rmdir()
+    except OSError:
+      pass  # not empty (or not ours to remove)
+
+
 def _download(args: argparse.Namespace) -> int:
+  import httpx  # pylint: disable=import-outside-toplevel
   from cot_distill.data import download  # pylint: disable=import-outside-toplevel
   names = list(registry.DATASETS) if args.name == "all" else [args.name]
+  root = registry.resolve_data_dir(args.data_dir)
   for name in names:
+    info = registry.get_info(name)
+    folders = {root / pathlib.PurePosixPath(data_file.relative_path).parent
+               for data_file in info.files}
+    folders |= {parent for folder in folders for parent in folder.parents
+                if root in parent.parents or parent == root}
+    new_folders = [folder for folder in folders if not folder.exists()]
     try:
       paths = download.download(name, args.data_dir, force=args.force)
-    except Exception as error:  # network, HTTP status, checksum: report, go on
+    except httpx.TransportError as error:
+      _remove_empty_folders(new_folders)
+      layout = ", ".join(data_file.relative_path for data_file in info.files)
+      raise errors.UserError(
+          f"datasets download {name}: cannot reach the source ({error}); no network? "
+          f"Copy the files into a folder yourself ({layout}) and pass it with "
+          f"--data-dir or ${registry.DATA_DIR_ENV}; `cot-distill datasets list "
+          f"--data-dir DIR` checks them.") from error
+    except Exception as error:  # HTTP status, checksum: report, go on
+      _remove_empty_folders(new_folders)
       print(f"error: {name}: {error}", file=sys.stderr)
       return 1
-    print(f"{name}: {len(paths)} file(s) in {registry.resolve_data_dir(args.data_dir)}")
+    print(f"{name}: {len(paths)} file(s) in {root}")
   return 0
 
 
