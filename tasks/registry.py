@@ -251,7 +251,7 @@ def register_all(vocabulary: seqio.Vocabulary | None = None,
 
   Args:
     vocabulary: defaults to `cot_distill.vocabularies.get_vocabulary()`
-      (argument > gin > env COT_DISTILL_SPM_PATH > T5's public gs:// file).
+      (argument > gin > env COT_DISTILL_SPM_PATH > T5's vocabulary, packaged).
     tfds_data_dir: read benchmarks from the prepared `cot_distill_benchmarks`
       TFDS builder here; default env COT_DISTILL_TFDS_DIR, else (unset) the
       original files through `cot_distill.data.registry`.
