@@ -13,6 +13,13 @@
     cot-distill annotate --from-jsonl FILE --out DIR [--dataset NAME --split S |
         --answer-field F --answer-type T] [--question-field F] [--rationale-field F]
 
+The filter keeps a chain whose final answer is right and, with --verify
+filter (the default for annotation), whose steps pass the rationale
+verifier (`cot_distill.verifier`: equations recomputed, symbolic states
+recomputed from the question, self-contradiction, hint parroting); --verify
+report keeps them all and lists, in the summary and in each record's
+`verification`, what the verifier would drop; imports default to off.
+
 The API key is read from the environment variable named by --api-key-env
 (default OPENAI_API_KEY) and is never written anywhere. Running the same
 command again on the same --out resumes it (after a crash or kill) without
@@ -77,6 +84,10 @@ def register(subparsers) -> None:
   prompt.add_argument("--exemplars", default=None,
                       help="exemplar file (ours or few_shot_cot_prompts.json format)")
   prompt.add_argument("--shots", type=int, default=None, help="use the first K exemplars")
+  what.add_argument("--verify", default=None, choices=["off", "report", "filter"],
+                    help="rationale verifier: 'filter' (default) drops right-answer chains with "
+                         "a wrong step (arithmetic_error, step_inconsistent, hint_parroting); "
+                         "'report' keeps them and lists what it would drop; 'off' skips it")
   run = parser.add_argument_group("execution (may change on resume)")
   run.add_argument("--out", help="run directory")
   run.add_argument("--resume", metavar="DIR", help="resume the run in DIR with its config")
@@ -142,7 +153,8 @@ _RECORD_FLAGS = (("--dataset", "dataset"), ("--split", "split"),
                  ("--top-p", "top_p"), ("--max-tokens", "max_tokens"),
                  ("--answer-max-tokens", "answer_max_tokens"), ("--stop", "stop"),
                  ("--exemplars", "exemplars_path"), ("--shots", "shots"),
-                 ("--generate-n", "generate_n"), ("--steps", "generate_steps"))
+                 ("--generate-n", "generate_n"), ("--steps", "generate_steps"),
+                 ("--verify", "verify"))
 # Connection settings a resume may change: (flag, config field).
 _CONNECTION_FLAGS = (("--teacher-url", "teacher_url"), ("--model", "model"),
                      ("--api-key-env", "api_key_env"), ("--data-dir", "data_dir"),
@@ -202,7 +214,8 @@ def _config_from_args(args, runner):
       separate_requests=args.separate_requests, exemplars_path=args.exemplars,
       shots=args.shots, api_key_env=given("api_key_env"), data_dir=args.data_dir,
       examples_path=args.examples, generate_n=args.generate_n, generate_steps=args.steps,
-      generate_seed=args.seed if args.generate_n is not None else None, limit=args.limit)
+      generate_seed=args.seed if args.generate_n is not None else None, limit=args.limit,
+      verify=given("verify"))
 
 
 def _import(args) -> dict:
@@ -212,7 +225,8 @@ def _import(args) -> dict:
     raise SystemExit("error: imports need --out DIR")
   if args.from_log:
     manifest = importers.import_kojima_log(args.from_log, args.out, data_dir=args.data_dir,
-                                           dataset=args.dataset, split=args.split)
+                                           dataset=args.dataset, split=args.split,
+                                           verify=args.verify or "off")
     _print_alignment(args.from_log, manifest)
     return manifest
   examples = None
@@ -227,7 +241,7 @@ def _import(args) -> dict:
       rationale_field=args.rationale_field, answer_field=args.answer_field,
       predicted_field=args.predicted_field, examples=examples,
       dataset=args.dataset or "jsonl", split=split, answer_type=args.answer_type,
-      teacher_model=args.teacher_model)
+      teacher_model=args.teacher_model, verify=args.verify or "off")
   _print_alignment(args.from_jsonl, manifest)
   return manifest
 
@@ -283,6 +297,7 @@ def run_command(args) -> int:
                       "samples": counts["samples"], "kept": counts["kept"],
                       "dropped": counts["dropped"],
                       "failed_by_class": counts.get("failed_by_class"),
+                      "verifier_flagged": counts.get("verifier_flagged"),
                       "stopped": manifest.get("stopped"), "tokens": manifest.get("tokens"),
                       "requests": manifest.get("requests")}))
   else:

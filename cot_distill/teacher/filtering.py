@@ -13,6 +13,12 @@ applies these checks in order and gives the first reason that fires:
   empty         nothing but whitespace;
   no_answer     `answers.judge` found no answer;
   wrong_answer  the extracted answer differs from gold;
+  arithmetic_error, step_inconsistent, hint_parroting
+                the answer is right but the rationale verifier
+                (`cot_distill.verifier`) finds a wrong step: an equation that
+                does not hold, a step that contradicts the question or the
+                chain's own answer, or a hinted chain that restates the given
+                answer instead of deriving it (only with verify="filter");
   duplicate     a correct CoT identical (after collapsing whitespace) to an
                 earlier correct sample of the same question; diverse
                 reasoning keeps all correct DISTINCT CoTs;
@@ -20,6 +26,12 @@ applies these checks in order and gives the first reason that fires:
 
 Importers of existing teacher outputs use the same function, so imported and
 freshly annotated records are filtered identically.
+
+Verification (`verify`): "off" skips the verifier; "report" runs it on every
+correct sample and stores its verdict in the record's `verification` field
+(kept records that fail it are what "filter" would drop, counted in the
+manifest's `counts.verifier_flagged`); "filter" drops them with the
+verifier's reason and keeps the verdict in the dropped record.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import json
 from typing import Any, Callable, Mapping, Sequence
 
 from cot_distill import answers
+from cot_distill import verifier
 from cot_distill.data.example import Example
 from cot_distill.teacher import records as records_lib
 
@@ -76,6 +89,9 @@ def example_fields(example: Example) -> dict[str, Any]:
   return fields
 
 
+VERIFY_MODES = ("off", "report", "filter")
+
+
 def _normal(text: str) -> str:
   return " ".join(text.split())
 
@@ -84,7 +100,7 @@ def classify_samples(
     example: Example, samples: Sequence[Sample], *,
     teacher: Mapping[str, Any], prompt: Mapping[str, Any],
     judge: Callable[..., answers.Verdict] = answers.judge,
-    created_at: str | None = None,
+    created_at: str | None = None, verify: str = "off",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """Judges every sample of one question; returns (kept, dropped) records.
 
@@ -96,7 +112,10 @@ def classify_samples(
       hinted, style, mode).
     judge: the answer judge (always `answers.judge` outside tests).
     created_at: timestamp for every record (default: now, UTC).
+    verify: "off", "report" or "filter" (module docstring).
   """
+  if verify not in VERIFY_MODES:
+    raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
   created_at = created_at or records_lib.utc_now()
   base = example_fields(example)
   kept, dropped = [], []
@@ -130,7 +149,15 @@ def classify_samples(
         reason = "no_answer"
       elif not verdict.correct:
         reason = "wrong_answer"
-      else:
+      elif verify != "off":
+        verification = verifier.verify(
+            question=example.question, chain=sample.judged_text, answer=verdict.predicted,
+            answer_type=example.answer_type, dataset=example.dataset,
+            hinted=bool(prompt.get("hinted")), choices=example.choices)
+        record["verification"] = verification.to_dict()
+        if verify == "filter" and not verification.passed:
+          reason = verification.reason
+      if reason is None:  # Correct (and sound, when filtering).
         normal = _normal(sample.rationale)
         if normal in seen_correct:
           reason = "duplicate"

@@ -117,9 +117,14 @@ def _write_import(out_dir: str | os.PathLike, kept: list[dict], dropped: list[di
 
 def _counts(kept: list[dict], dropped: list[dict], questions: int) -> dict[str, Any]:
   reasons = collections.Counter(r["drop_reason"] for r in dropped)
-  return {"questions": questions, "questions_done": questions,
-          "samples": len(kept) + len(dropped), "kept": len(kept),
-          "dropped": {reason: reasons.get(reason, 0) for reason in records_lib.DROP_REASONS}}
+  flagged = collections.Counter(r["verification"]["reason"] for r in kept
+                                if (r.get("verification") or {}).get("passed") is False)
+  counts = {"questions": questions, "questions_done": questions,
+            "samples": len(kept) + len(dropped), "kept": len(kept),
+            "dropped": {reason: reasons.get(reason, 0) for reason in records_lib.DROP_REASONS}}
+  if any("verification" in r for r in kept + dropped):
+    counts["verifier_flagged"] = dict(sorted(flagged.items()))
+  return counts
 
 
 def _tokens(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -174,8 +179,11 @@ def log_target(log: kojima_logs.KojimaLog, *, dataset: str | None = None,
 def import_kojima_log(log_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                       examples: Sequence[Example] | None = None,
                       data_dir: str | None = None, dataset: str | None = None,
-                      split: str | None = None) -> dict[str, Any]:
+                      split: str | None = None, verify: str = "off") -> dict[str, Any]:
   """Imports one zero-shot-CoT or zero-shot log; returns the manifest.
+
+  `verify` runs the rationale verifier as `filtering.classify_samples` does
+  ("off", "report" or "filter").
 
   Args:
     log_path: a Kojima et al. log file.
@@ -219,7 +227,7 @@ def import_kojima_log(log_path: str | os.PathLike, out_dir: str | os.PathLike, *
                           "log_prediction": record.pred_mode, "log_gold": record.gold,
                           "log_correct": record.log_correct}})
     question_kept, question_dropped = filtering.classify_samples(
-        aligned.example, [sample], teacher=KOJIMA_TEACHER, prompt=prompt)
+        aligned.example, [sample], teacher=KOJIMA_TEACHER, prompt=prompt, verify=verify)
     kept += question_kept
     dropped += question_dropped
     agreement[(bool(question_kept), record.log_correct)] += 1
@@ -315,9 +323,11 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
                  answer_field: str | None = "answer", predicted_field: str | None = None,
                  examples: Sequence[Example] | None = None,
                  dataset: str = "jsonl", split: str = "train",
-                 answer_type: str | None = None, teacher_model: str = "unknown"
-                 ) -> dict[str, Any]:
+                 answer_type: str | None = None, teacher_model: str = "unknown",
+                 verify: str = "off") -> dict[str, Any]:
   """Imports teacher CoTs from a JSONL file; returns the manifest.
+
+  `verify` runs the rationale verifier ("off", "report" or "filter").
 
   Args:
     path: the JSONL file, one generated chain of thought per line (several
@@ -359,7 +369,7 @@ def import_jsonl(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     teacher = {"model": teacher_model, "temperature": None, "top_p": None,
                "max_tokens": None, "n": len(samples), "seed": None, "endpoint": None}
     question_kept, question_dropped = filtering.classify_samples(
-        example, samples, teacher=teacher, prompt=prompt)
+        example, samples, teacher=teacher, prompt=prompt, verify=verify)
     kept += question_kept
     dropped += question_dropped
   manifest = {

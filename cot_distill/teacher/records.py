@@ -42,8 +42,8 @@ DROPPED_FILE = "dropped.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 # Why a sampled chain of thought was not kept.
-DROP_REASONS = ("wrong_answer", "no_answer", "truncated", "oversized_response", "empty",
-                "duplicate", "failed")
+DROP_REASONS = ("wrong_answer", "arithmetic_error", "step_inconsistent", "hint_parroting",
+                "no_answer", "truncated", "oversized_response", "empty", "duplicate", "failed")
 
 
 class RunDirectoryError(ValueError):
@@ -176,6 +176,8 @@ class RunDirectory:
     self.samples = samples
     self.counts: collections.Counter = collections.Counter()
     self.failure_classes: collections.Counter = collections.Counter()
+    # Kept records the rationale verifier flags (verify="report"), by reason.
+    self.flagged: collections.Counter = collections.Counter()
     self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
     self.done_ids: set[str] = set()
     self.repaired: dict[str, int] = {}
@@ -245,6 +247,9 @@ class RunDirectory:
   def _tally(self, record: Mapping[str, Any], kept: bool) -> None:
     reason = "kept" if kept else record.get("drop_reason", "unknown")
     self.counts[reason] += 1
+    verification = record.get("verification") or {}
+    if kept and verification.get("passed") is False:
+      self.flagged[str(verification.get("reason"))] += 1
     if reason == "failed":
       self.failure_classes[failure_class(record)] += 1
     usage = record.get("usage") or {}

@@ -82,6 +82,10 @@ class AnnotationConfig:
     examples_path: a JSONL file of Example dicts instead of a loader.
     generate_n, generate_steps, generate_seed: generated symbolic data.
     limit: annotate only the first `limit` examples.
+    verify: the rationale verifier in the filter: "filter" (default) drops
+      correct chains with a wrong step (`filtering` module docstring),
+      "report" keeps them and counts them in `counts.verifier_flagged`,
+      "off" skips it. Runs from before the option resume as "off".
   """
 
   dataset: str
@@ -107,6 +111,7 @@ class AnnotationConfig:
   generate_steps: int | None = None
   generate_seed: int | None = None
   limit: int | None = None
+  verify: str = "filter"
 
   def to_dict(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)
@@ -117,6 +122,7 @@ class AnnotationConfig:
   def from_dict(cls, data: dict[str, Any]) -> "AnnotationConfig":
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs.setdefault("verify", "off")  # Runs from before the verifier.
     if kwargs.get("stop") is not None:
       kwargs["stop"] = tuple(kwargs["stop"])
     return cls(**kwargs)
@@ -294,7 +300,7 @@ class _QuestionAnnotator:
       samples = list(await asyncio.gather(
           *[self._second_stage(example, prompt, s) for s in samples]))
     return filtering.classify_samples(example, samples, teacher=self.teacher_field,
-                                      prompt=self.prompt_field)
+                                      prompt=self.prompt_field, verify=self.config.verify)
 
 
 # ---------------------------------------------------------------------------
@@ -307,6 +313,7 @@ def _resume_changes(previous: dict[str, Any], config: AnnotationConfig,
   """What changed since the last session: connection settings are allowed
   (returned, to record); anything that shapes the records is refused."""
   old_config = dict(previous.get("config") or {})
+  old_config.setdefault("verify", "off")  # Runs from before the verifier.
   new_config = config.to_dict()
   refused = [f"{name}: run {old_config.get(name)!r}, now {new_config.get(name)!r}"
              for name in sorted(set(old_config) | set(new_config))
@@ -422,7 +429,8 @@ def _manifest(config, builder, examples_count, fingerprint, identity, run, sessi
   dropped = {reason: run.counts.get(reason, 0) for reason in records_lib.DROP_REASONS}
   counts = {"questions": examples_count, "questions_done": len(run.done_ids),
             "samples": sum(run.counts.values()), "kept": run.counts.get("kept", 0),
-            "dropped": dropped, "failed_by_class": dict(sorted(run.failure_classes.items()))}
+            "dropped": dropped, "failed_by_class": dict(sorted(run.failure_classes.items())),
+            "verify": config.verify, "verifier_flagged": dict(sorted(run.flagged.items()))}
   if status != RUNNING:
     status = run_status(counts, session.stopped is not None)
   manifest = {

@@ -76,6 +76,11 @@ def format_summary(manifest: Mapping[str, Any], directory: str | os.PathLike) ->
     detail = ", ".join(f"{c} {n:,}: {client_lib.FAILURE_CLASSES.get(c, c)}"
                        for c, n in by_class.items()) or "see dropped.jsonl"
     lines.append(f"  failed   {failed:,}  ({detail})")
+  flagged = counts.get("verifier_flagged") or {}
+  if counts.get("verify") == "report" or flagged:
+    lines.append(f"  flagged  {sum(flagged.values()):,} kept chains the verifier would drop"
+                 f" ({_reasons(flagged) if flagged else 'none'}; see 'verification' in "
+                 "records.jsonl; --verify filter drops them)")
   stopped = manifest.get("stopped")
   if stopped:
     lines.append(f"  STOPPED: {stopped.get('reason')}")

@@ -188,8 +188,10 @@ def verify(*, question: str, chain: str, answer: str | None,
   elif family_name in (COIN_FLIP, LAST_LETTERS, OBJECTS, DATES):
     module = {COIN_FLIP: coin_flip, LAST_LETTERS: last_letters, OBJECTS: tracking,
               DATES: dates}[family_name]
-    result = (module.check(question, chain, answer, choices) if module is tracking
-              else module.check(question, chain, answer))
+    # The chain's own steps: its final answer sentence states, not derives.
+    body = answers.strip_answer_sentence(chain)
+    result = (module.check(question, body, answer, choices) if module is tracking
+              else module.check(question, body, answer))
     if result is not None:
       checks.append(family_name)
       found += result

@@ -11,7 +11,8 @@ The question names the words ("Take the last letters of each words in
     letters of consecutive words (running and partial concatenations,
     "eo" + "nr", pass);
   * the conclusion: a chain that spells out the full concatenation must
-    answer with it.
+    answer with it, and one whose last concatenation stops short ("So, we
+    have "yar" concatenated." for "yare") has not derived its answer.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def check(question_text: str, chain: str, answer: str | None
       last_joined = (offset, sentence, joined)
   if last_joined is not None and answer:
     offset, sentence, joined = last_joined
-    if joined == "".join(letters) and joined != answer:
+    if joined != answer and joined == "".join(
+        letters[:len(joined)]) and answer == "".join(letters):
+      fail(offset, sentence, f'the chain stops at "{joined}", short of the answer "{answer}"')
+    elif joined == "".join(letters) and joined != answer:
       fail(offset, sentence, f'the chain concludes "{joined}" but answers "{answer}"')
   return found
