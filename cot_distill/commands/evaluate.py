@@ -107,6 +107,9 @@ def format_table(summary: dict) -> str:
     if show_calculator:
       calculator = statistics.accuracy_from_dict(task["calculator"]["accuracy"])
       line += f" {calculator.format():>24s}"
+    if task.get("faithful_accuracy"):
+      faithful = statistics.accuracy_from_dict(task["faithful_accuracy"])
+      line += f"  faithful CoT {faithful.format()}"
     curve = task.get("self_consistency")
     if curve:
       line += (f"  vote k={curve['k'][-1]}: {_percent(curve['accuracy'][-1])}"
@@ -133,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
   import gin  # pylint: disable=g-import-not-at-top
   from cot_distill import cpu_runtime  # pylint: disable=g-import-not-at-top
   cpu_runtime.prefer_synchronous_dispatch()
+  from cot_distill import console  # pylint: disable=import-outside-toplevel
+  console.report_backends()
   from cot_distill import vocabularies  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from cot_distill.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   if args.gin_file or args.gin_binding:

@@ -40,7 +40,7 @@ def _cross_validation_row(run: Run, dataset: str, cv: dict[str, Any]
       "low": low, "high": high,
       "formatted": (f"{100 * mean['mean']:.1f}% "
                     f"[{100 * low:.1f}, {100 * high:.1f}]"),
-      "answer_found_rate": None, "mean_generated_words": None,
+      "answer_found_rate": None, "faithful": None, "mean_generated_words": None,
       "mean_generated_tokens": None, "calculator": None,
       "calculator_fixed": None, "calculator_broken": None,
   }
@@ -78,6 +78,8 @@ def accuracy_rows(evaluations: Sequence[Run]) -> list[dict[str, Any]]:
           "low": result.low, "high": result.high,
           "formatted": result.format(),
           "answer_found_rate": task.get("answer_found_rate"),
+          "faithful": (statistics.accuracy_from_dict(task["faithful_accuracy"]).format()
+                       if task.get("faithful_accuracy") else None),
           "mean_generated_words": task.get("mean_generated_words"),
           "mean_generated_tokens": task.get("mean_generated_tokens"),
           "calculator": (statistics.accuracy_from_dict(calculator).format()

@@ -73,9 +73,18 @@ def calculator_pass(text: str) -> predictions_lib.CalculatorOutcome:
   return predictions_lib.CalculatorOutcome(result.text, len(result.corrections))
 
 
+def verify_chain(example, text: str, predicted: str | None):
+  """The rationale verifier on a student's chain (no hint: students see none)."""
+  from cot_distill import verifier  # pylint: disable=g-import-not-at-top
+  return verifier.verify(question=example.question, chain=text, answer=predicted,
+                         answer_type=example.answer_type, dataset=example.dataset,
+                         choices=example.choices)
+
+
 def default_scorer(*, calculator: bool = False,
-                   num_samples: int = 1) -> Scorer:
-  """The production scorer: the shared judge, the calculator, the vote."""
+                   num_samples: int = 1, verify: bool = False) -> Scorer:
+  """The production scorer: the shared judge, the calculator, the vote, and
+  (for chain-of-thought students) the rationale verifier."""
   from cot_distill import answers  # pylint: disable=g-import-not-at-top
   calculator_function = calculator_pass if calculator else None
   vote_function = None
@@ -83,7 +92,8 @@ def default_scorer(*, calculator: bool = False,
     from cot_distill.evaluation import self_consistency  # pylint: disable=g-import-not-at-top
     vote_function = self_consistency.majority_vote
   return Scorer(judge=answers.judge, match=answers.answers_match,
-                calculator=calculator_function, vote=vote_function)
+                calculator=calculator_function, vote=vote_function,
+                verify=verify_chain if verify else None)
 
 
 def fingerprint(task: EvaluationTask, settings: Mapping[str, Any]) -> str:
@@ -411,7 +421,8 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
       plan, out, decode=decode, batch_size=batch_size, data_dir=data_dir,
       limit=limit,
       scorer=scorer or default_scorer(calculator=calculator,
-                                      num_samples=num_samples),
+                                      num_samples=num_samples,
+                                      verify=plan.target_format != "answer_only"),
       predictor_factory=predictor_factory or _checkpoint_predictor)
   summary = {
       "kind": "evaluation",
@@ -434,11 +445,31 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
       **_leakage(plan, evaluated, train_data, data_dir),
   }
   predictions_lib.write_json_atomic(out / SUMMARY_FILE, summary)
+  _write_tensorboard(out, summary)
   # As T5X does: the gin bindings in force, next to the results they made.
   operative = gin.operative_config_str()
   if operative.strip():
     (out / "config.gin").write_text(operative, encoding="utf-8")
   return summary
+
+
+def _write_tensorboard(out: pathlib.Path, summary: Mapping[str, Any]) -> None:
+  """Accuracy (and faithful-CoT accuracy) per task as TensorBoard scalars in
+  OUT_DIR/tensorboard, at the checkpoint's step, beside the training curves."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  steps = [s for s in (summary.get("steps") or {}).values() if s is not None]
+  scalars = {}
+  for name, task in summary["tasks"].items():
+    scalars[f"eval/{name}/accuracy"] = task["accuracy"]["accuracy"]
+    if task.get("faithful_accuracy"):
+      scalars[f"eval/{name}/faithful_cot_accuracy"] = task["faithful_accuracy"]["accuracy"]
+  if not scalars:
+    return
+  writer = metric_writers.create_default_writer(str(out / "tensorboard"),
+                                                asynchronous=False)
+  writer.write_scalars(max(steps) if steps else 0, scalars)
+  writer.flush()
+  writer.close()
 
 
 class _LazyPredictor:

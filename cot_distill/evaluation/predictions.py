@@ -62,6 +62,9 @@ JudgeFunction = Callable[..., Any]
 # match(predicted, gold, answer_type) -> bool
 MatchFunction = Callable[..., bool]
 CalculatorFunction = Callable[[str], CalculatorOutcome]
+# verify(example, generated text, extracted answer) -> object with passed /
+# to_dict() (`cot_distill.verifier.verify`).
+VerifyFunction = Callable[..., Any]
 # vote(list of extracted answers, None for "not found") -> winning answer.
 VoteFunction = Callable[[Sequence[str | None]], str | None]
 
@@ -83,6 +86,9 @@ class Scorer:
   match: MatchFunction
   calculator: CalculatorFunction | None = None
   vote: VoteFunction | None = None
+  # The rationale verifier: with it, a correct CoT is also *faithful* when
+  # its steps pass (`faithful`, `verification` in the record).
+  verify: VerifyFunction | None = None
 
   def score_generation(self, example: Example,
                        generation: Generation) -> dict[str, Any]:
@@ -99,6 +105,12 @@ class Scorer:
         "num_tokens": generation.num_tokens,
         "num_words": count_words(generation.text),
     }
+    if self.verify is not None:
+      scored["faithful"] = False
+      if scored["correct"]:
+        check = self.verify(example, generation.text, verdict.predicted)
+        scored["faithful"] = bool(check.passed)
+        scored["verification"] = check.to_dict()
     if self.calculator is not None:
       outcome = self.calculator(generation.text)
       corrected = self.judge(outcome.text, example.answer,
@@ -142,6 +154,13 @@ class Scorer:
     }
     if prefix:
       fields["calculator_corrections"] = chosen["calculator_corrections"]
+    elif "faithful" in chosen:
+      # The representative chain reached the voted answer; faithful when
+      # that answer is right and this chain's steps pass.
+      fields["faithful"] = correct and chosen["faithful"]
+      fields["verification"] = chosen.get("verification")
+      fields["num_tokens"] = chosen["num_tokens"]
+      fields["num_words"] = chosen["num_words"]
     else:
       fields["num_tokens"] = chosen["num_tokens"]
       fields["num_words"] = chosen["num_words"]

@@ -70,7 +70,9 @@ def _accuracy_section(evaluations: Sequence[Run], out_dir: pathlib.Path,
            "the gold answer (the shared `judge`); brackets give the 95% "
            "Wilson interval (for cross-validation: the t interval over "
            "folds). *Answer found* is the share of outputs where any "
-           "extraction rule fired.", ""]
+           "extraction rule fired. *Faithful CoT* (chain-of-thought "
+           "students) counts an example only when the answer is right AND "
+           "the chain passes the rationale verifier (`cot_distill.verifier`).", ""]
   plots.accuracy_bars(rows, out_dir / "accuracy.png")
   report["plots"].append("accuracy.png")
   lines += ["![Accuracy per task and model](accuracy.png)", ""]
@@ -85,9 +87,10 @@ def _accuracy_section(evaluations: Sequence[Run], out_dir: pathlib.Path,
   lines += ["### Details", ""]
   lines += _table(
       ["task", "split", "model", "format", "decoding", "n",
-       "accuracy [95% CI]", "answer found", "mean words", "mean tokens"],
+       "accuracy [95% CI]", "faithful CoT [95% CI]", "answer found", "mean words",
+       "mean tokens"],
       [[r["task"], r["split"], r["model"], r["format"], r["decode"], r["n"],
-        r["formatted"],
+        r["formatted"], r.get("faithful") or "",
         _percent(r["answer_found_rate"]), _number(r["mean_generated_words"]),
         _number(r["mean_generated_tokens"])] for r in rows])
   limited = [f"{run.label} ({run.data['limit']})" for run in evaluations

@@ -91,6 +91,17 @@ def _calculator_statistics(records: Sequence[Mapping[str, Any]]
   }
 
 
+def _faithful_statistics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Faithful-CoT accuracy: the answer is right AND the chain passes the
+  rationale verifier; and why the right-but-unfaithful chains failed."""
+  unfaithful = collections.Counter(
+      (r.get("verification") or {}).get("reason") for r in records
+      if r["correct"] and not r["faithful"])
+  return {"faithful_accuracy": statistics.accuracy(
+              [bool(r["faithful"]) for r in records]).to_dict(),
+          "unfaithful_correct": dict(sorted(unfaithful.items()))}
+
+
 def summarise_task(records: Sequence[Mapping[str, Any]],
                    scorer: Scorer | None = None) -> dict[str, Any]:
   """The summary.json entry for one task's prediction records.
@@ -115,6 +126,8 @@ def summarise_task(records: Sequence[Mapping[str, Any]],
           r["rule"] for r in records).items())),
   }
   summary.update(_length_statistics(records))
+  if "faithful" in records[0]:
+    summary.update(_faithful_statistics(records))
   if "calculator_correct" in records[0]:
     summary["calculator"] = _calculator_statistics(records)
   if "samples" in records[0]:
