@@ -22,7 +22,13 @@ Two settings together keep that memory mapped from one step to the next:
 
 `cot-distill bench train` shows the effect (it applies to any large CPU
 allocation made on the main thread, PyTorch's included).
-Opt out of both with COT_DISTILL_RETAIN_HOST_MEMORY=0.
+Opt out of both with COT_DISTILL_RETAIN_HOST_MEMORY=0; both are also off
+with `cpu_fast_paths=off` (`cot_distill.fast_paths`), and retention needs
+the CPU backend.
+
+Both settings change the whole process, so only command-line entry points
+(`cot-distill train | evaluate | demo | bench`) make them; library functions
+such as `trainer.train()` never do.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import logging
 import os
 import platform
 from typing import Iterator
+
+from cot_distill import fast_paths
 
 _ASYNC_DISPATCH_FLAG = "jax_cpu_enable_async_dispatch"
 _OPT_OUT_VARIABLE = "COT_DISTILL_RETAIN_HOST_MEMORY"
@@ -60,19 +68,33 @@ def prefer_synchronous_dispatch() -> bool:
 
   Call it before the first JAX computation (the JAX commands do, first
   thing). Returns whether synchronous dispatch is in effect: False when
-  opted out, or when JAX already started with asynchronous dispatch.
+  opted out, with `cpu_fast_paths=off` (as set so far: a gin file parsed
+  later cannot undo it, and the flag changes nothing off CPU), or when JAX
+  already started with asynchronous dispatch.
   """
-  if _opted_out():
+  if _opted_out() or fast_paths.mode() == "off":
     return False
   import jax  # pylint: disable=import-outside-toplevel
   if not _async_dispatch(jax):
     return True
-  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
-  if xla_bridge.backends_are_initialized():
+  if _backends_started():
     logging.debug("cpu_runtime: JAX already started with asynchronous CPU dispatch")
     return False
   jax.config.update(_ASYNC_DISPATCH_FLAG, False)
   return True
+
+
+def _backends_started() -> bool:
+  """Whether JAX already created its clients (then the flag is too late).
+
+  JAX has no public query for this; its private one is read defensively, and
+  if it moved, the answer is "not started" (the flag then may not apply).
+  """
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return False
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -92,14 +114,15 @@ def retained_memory() -> Iterator[bool]:
   """Keeps freed host memory mapped while the context is open (see above).
 
   Yields whether the policy is on: only for JAX's CPU backend with
-  synchronous dispatch, on glibc, and unless opted out. Nested contexts
+  synchronous dispatch and CPU fast paths on (`fast_paths.enabled()`), on
+  glibc, and unless opted out. Nested contexts
   share one policy; the outermost restores glibc's defaults.
   """
   global _retaining  # pylint: disable=global-statement
   import jax  # pylint: disable=import-outside-toplevel
   libc = _glibc()
   active = (libc is not None and not _opted_out() and jax.default_backend() == "cpu"
-            and not _async_dispatch(jax))
+            and fast_paths.enabled("cpu") and not _async_dispatch(jax))
   if active and _retaining == 0:
     active = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
   _retaining += active

@@ -81,3 +81,25 @@ def test_too_late_to_switch_once_jax_started_asynchronously():
   assert cpu_runtime.prefer_synchronous_dispatch() is False
   with cpu_runtime.retained_memory() as retained:
     assert retained is False  # asynchronous executions allocate off the main arena
+
+
+def test_fast_paths_off_leaves_dispatch_and_glibc_alone():
+  # cpu_fast_paths=off is "nothing CPU-specific", process settings included.
+  script = textwrap.dedent("""
+      import json
+      from cot_distill import cpu_runtime, fast_paths
+      with fast_paths.forced("off"):
+        synchronous = cpu_runtime.prefer_synchronous_dispatch()
+        import jax
+        jax.devices()
+        with cpu_runtime.retained_memory() as retained:
+          pass
+      print(json.dumps({"synchronous": synchronous, "retained": retained,
+                        "async": jax.config.values["jax_cpu_enable_async_dispatch"]}))
+  """)
+  env = {**os.environ, "PYTHONPATH": _REPO}
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+  probe = json.loads(result.stdout.strip().splitlines()[-1])
+  assert probe == {"synchronous": False, "retained": False, "async": True}, probe

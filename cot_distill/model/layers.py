@@ -6,6 +6,9 @@ Numerics follow T5X too, including the parts that look odd but change results:
 masks become a -1e10 additive bias (fully masked rows attend uniformly, as in
 T5X), there is no 1/sqrt(head_dim) at run time (it is folded into the query
 initialiser), and the RMS norm runs in float32 before casting.
+
+Products and the RMS norms' scale go through `cot_distill.fast_paths`: plain
+T5X forms everywhere, XLA:CPU kernels on the CPU backend.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cot_distill.model import matmul, row_sums
+from cot_distill import fast_paths
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -66,7 +69,7 @@ class Dense(nn.Module):
     kernel = self.param(
         "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
         (inputs.shape[-1], self.features), self.param_dtype)
-    return matmul.dense(inputs, kernel, dtype=self.dtype, out_dtype=self.output_dtype)
+    return fast_paths.dense(inputs, kernel, dtype=self.dtype, out_dtype=self.output_dtype)
 
 
 class RmsNorm(nn.Module):
@@ -85,28 +88,9 @@ class RmsNorm(nn.Module):
     return scale_features(y, jnp.asarray(scale, self.dtype))
 
 
-@jax.custom_vjp
 def scale_features(x: Array, scale: Array) -> Array:
-  """x [..., features] * scale [features], with a faster scale gradient.
-
-  The gradients are autodiff's, except that the scale's (a sum over every
-  token) is summed by `row_sums.sum_of_products` instead of XLA:CPU's slow
-  leading-axis reduction: 42 such sums in T5 1.1 small took ~75 ms of a
-  training step.
-  """
-  return x * scale
-
-
-def _scale_features_forward(x, scale):
-  return x * scale, (x, scale)
-
-
-def _scale_features_backward(residuals, cotangent):
-  x, scale = residuals
-  return (cotangent * scale).astype(x.dtype), row_sums.sum_of_products(cotangent, x).astype(scale.dtype)
-
-
-scale_features.defvjp(_scale_features_forward, _scale_features_backward)
+  """x [..., features] * scale [features] (`fast_paths.scale_features`)."""
+  return fast_paths.scale_features(x, scale)
 
 
 class Embed(nn.Module):
@@ -136,8 +120,8 @@ class Embed(nn.Module):
     T5X multiplies in float32; bfloat16 operands (accumulated in float32) are
     the faster option `T5Config.logits_dtype` offers.
     """
-    return matmul.einsum("...d,vd->...v", query, self.embedding, dtype=dtype,
-                         out_dtype=jnp.float32)
+    return fast_paths.einsum("...d,vd->...v", query, self.embedding, dtype=dtype,
+                             out_dtype=jnp.float32)
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,31 +200,6 @@ def _broadcast_dropout(weights: Array, dropout_rate: float, dropout_rng: Array |
   return weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
 
 
-def _head_batched_attention(query: Array, key: Array, value: Array, bias: Array | None,
-                            *, dtype: Any, dropout_rate: float,
-                            dropout_rng: Array | None) -> Array:
-  """Teacher-forced attention as per-head row-major matrix products.
-
-  Heads move next to the batch and keys are transposed once, so both
-  products (and, through `matmul.batched_matmul`'s VJP, their gradients)
-  are plain [m, k] x [k, n] matrices, the form XLA:CPU's fast kernels take.
-  Each product is rounded to the einsum's dtype, so the numbers are the
-  einsum's.
-  """
-  query_heads = jnp.swapaxes(query, 1, 2)  # [b, h, q, d]
-  keys_transposed = jnp.transpose(key, (0, 2, 3, 1))  # [b, h, d, k]
-  value_heads = jnp.swapaxes(value, 1, 2)  # [b, h, k, d]
-  logits_dtype = jnp.promote_types(query.dtype, key.dtype)
-  weights = matmul.batched_matmul(query_heads, keys_transposed, dtype=logits_dtype)
-  if bias is not None:
-    weights = weights + bias.astype(weights.dtype)
-  weights = jax.nn.softmax(weights).astype(dtype)
-  weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
-  out_dtype = jnp.promote_types(weights.dtype, value.dtype)
-  mixed = matmul.batched_matmul(weights, value_heads, dtype=out_dtype)  # [b, h, q, d]
-  return jnp.swapaxes(mixed, 1, 2)
-
-
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,
                           *, dtype: Any, float32_logits: bool, dropout_rate: float,
                           dropout_rng: Array | None, heads_major: bool = False) -> Array:
@@ -253,16 +212,18 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   if float32_logits:
     query = query.astype(jnp.float32)
     key = key.astype(jnp.float32)
-  if not heads_major:
-    return _head_batched_attention(query, key, value, bias, dtype=dtype,
-                                   dropout_rate=dropout_rate, dropout_rng=dropout_rng)
-  # Decoding: keys and values are the heads-major cache.
-  weights = jnp.einsum("bqhd,bhkd->bhqk", query, key)
+  if heads_major:
+    # Decoding: keys and values are the heads-major cache.
+    weights = jnp.einsum("bqhd,bhkd->bhqk", query, key)
+  else:
+    weights = fast_paths.attention_logits(query, key)
   if bias is not None:
     weights = weights + bias.astype(weights.dtype)
   weights = jax.nn.softmax(weights).astype(dtype)
   weights = _broadcast_dropout(weights, dropout_rate, dropout_rng, dtype)
-  return jnp.einsum("bhqk,bhkd->bqhd", weights, value)
+  if heads_major:
+    return jnp.einsum("bhqk,bhkd->bqhd", weights, value)
+  return fast_paths.attention_mix(weights, value)
 
 
 class MultiHeadAttention(nn.Module):

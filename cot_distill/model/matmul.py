@@ -13,6 +13,10 @@ here.
 The custom VJP keeps the backward products in the same form: without it,
 the cotangent of the float32 result is float32 and both gradient products
 would run as mixed float32 x bfloat16 dots, i.e. in float32.
+
+CPU kernels: the model reaches them only through `cot_distill.fast_paths`
+(CPU backend only by default). On a sharded mesh the row-major attention
+products add all-gathers that the plain einsums do not need.
 """
 
 from __future__ import annotations

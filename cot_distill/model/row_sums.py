@@ -7,6 +7,10 @@ sums: Adafactor's factored column statistics and the gradient of every
 per-feature scale (the RMS norms' `scale`), which autodiff writes as a sum
 over batch and length. Halving the rows and adding the halves is elementwise
 work XLA fuses and vectorises; only the order of summation changes.
+
+A CPU kernel: on a sharded mesh the halving of a sharded axis compiles to
+chains of collective-permutes where `jnp.sum` is one all-reduce, so callers
+reach it only through `cot_distill.fast_paths` (CPU backend only).
 """
 
 from __future__ import annotations
@@ -42,3 +46,27 @@ def sum_of_products(a: Array, b: Array) -> Array:
     half = total.shape[0] // 2
     total = total[:half] + total[half:]
   return total[0]
+
+
+@jax.custom_vjp
+def scale_features(x: Array, scale: Array) -> Array:
+  """x [..., features] * scale [features], with a faster scale gradient.
+
+  The gradients are autodiff's, except that the scale's (a sum over every
+  token) is summed by `sum_of_products` instead of XLA:CPU's slow
+  leading-axis reduction: 42 such sums in T5 1.1 small took ~75 ms of a
+  training step.
+  """
+  return x * scale
+
+
+def _scale_features_forward(x, scale):
+  return x * scale, (x, scale)
+
+
+def _scale_features_backward(residuals, cotangent):
+  x, scale = residuals
+  return (cotangent * scale).astype(x.dtype), sum_of_products(cotangent, x).astype(scale.dtype)
+
+
+scale_features.defvjp(_scale_features_forward, _scale_features_backward)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cot_distill.model import row_sums
+from cot_distill import fast_paths
 
 
 class OptimizerFactory(Protocol):
@@ -70,15 +70,14 @@ def warmup_cosine_schedule(peak_learning_rate: float = 1e-3,
 
 
 def _mean_of_squares(x: jax.Array, axis: int) -> jax.Array:
-  """`jnp.mean(x ** 2, axis)`; a matrix's leading axis through `row_sums`.
+  """`jnp.mean(x ** 2, axis)`, through `fast_paths.mean_of_squares`.
 
   Every factored Adafactor statistic needs one mean over a matrix's leading
-  axis, which XLA:CPU's own reduction made most of the optimizer's time
-  (see `cot_distill.model.row_sums`). Only the summation order differs.
+  axis, which XLA:CPU's own reduction made most of the optimizer's time; the
+  CPU form (`cot_distill.model.row_sums`) only changes the summation order.
+  Elsewhere, and with `cpu_fast_paths=off`, it is optax's `jnp.mean`.
   """
-  if x.ndim != 2 or axis != 0:
-    return jnp.mean(jnp.square(x), axis=axis)
-  return row_sums.sum_of_products(x, x) / x.shape[0]
+  return fast_paths.mean_of_squares(x, axis)
 
 
 def _factored_dims(shape: tuple[int, ...], factored: bool,

@@ -27,7 +27,6 @@ import optax
 import seqio
 from jax.experimental import multihost_utils
 
-from cot_distill import cpu_runtime
 from cot_distill import errors
 from cot_distill import vocabularies
 from cot_distill.train import checkpoints
@@ -296,9 +295,6 @@ def train(*,
     log_every_steps = default_log_every_steps(train_steps)
   if log_every_steps < 1:
     raise errors.UserError(f"log_every_steps must be >= 1, got {log_every_steps}")
-  # Best effort: only a process that has not run JAX yet can switch (the
-  # CLIs switch first thing); the memory policy below needs it.
-  cpu_runtime.prefer_synchronous_dispatch()
   data.import_task_module(mixture_or_task_module)
   data.require_examples(mixture_or_task_name=mixture_or_task_name,
                         task_feature_lengths=task_feature_lengths,
@@ -361,10 +357,9 @@ def train(*,
     # left open, it spills "Event loop is closed" tracebacks at exit.
     checkpointer.close()
     raise
-  with cpu_runtime.retained_memory() as retained:
-    if retained:
-      logging.info("CPU steps reuse their host memory (cot_distill.cpu_runtime)")
-    return loop.run(train_state, train_step, batches)
+  # Process-wide CPU settings (dispatch, host memory) are the command-line
+  # entry points' business (cot_distill.cpu_runtime), never the library's.
+  return loop.run(train_state, train_step, batches)
 
 
 def _first_nonfinite(step_metrics: list[Mapping[str, Any]], first_step: int
