@@ -31,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
   unknown = [t for t in tasks if t not in demo.TASKS]
   if unknown:
     raise SystemExit(f"unknown demo task(s) {unknown}; choose from {demo.TASKS}")
-  result = demo.run_demo(demo.DemoConfig(
-      out_dir=args.out, size=args.size, tasks=tasks,
-      teacher_error_rate=args.teacher_error_rate, seed=args.seed))
+  # Process-wide host-memory policy: the entry point's to set, not the trainer's.
+  with cpu_runtime.retained_memory():
+    result = demo.run_demo(demo.DemoConfig(
+        out_dir=args.out, size=args.size, tasks=tasks,
+        teacher_error_rate=args.teacher_error_rate, seed=args.seed))
   print()
   print("Teacher annotation (kept / dropped by the answer filter):")
   for task, counts in result.annotation.items():
