@@ -3,11 +3,13 @@
 Every stage is the code the full-scale path runs; only the sizes differ:
 
   1. `teacher serve` (a synthetic stand-in for an LLM) on a free loopback
-     port, with injected reasoning errors so the filter has work;
+     port, with injected reasoning errors so the filter has work (wrong
+     answers, and right answers after a wrong step);
   2. coin-flip and last-letter data from the seeded generators: train, an
      in-distribution test split and a longer out-of-distribution split;
   3. hinted few-shot annotation of the train split through the real
-     OpenAI-compatible client, filtered by the shared answer judge;
+     OpenAI-compatible client, filtered by the shared answer judge and the
+     rationale verifier;
   4. two students trained from scratch by the real trainer on SeqIO tasks:
      answer-only (gold answers) and chain-of-thought (filtered teacher CoTs);
   5. both evaluated in and out of distribution by the real evaluator;
@@ -81,6 +83,9 @@ class DemoConfig:
   size: str = "default"
   tasks: tuple[str, ...] = TASKS
   teacher_error_rate: float = 0.2
+  # Right final answer after a wrong step (only the rationale verifier
+  # catches these; the demo reports what each filter keeps).
+  teacher_step_error_rate: float = 0.1
   teacher_latency_ms: float = 20.0
   seed: int = 0
   # Token lengths under the demo vocabulary (about 17 tokens per person in a
@@ -107,6 +112,9 @@ class DemoResult:
   annotation: Mapping[str, Mapping[str, Any]]  # task -> manifest counts
   report_path: str
   seconds: float
+  # task -> right-answer-wrong-step chains injected, and how many the answer
+  # filter alone and the answer filter + verifier keep.
+  step_errors: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -171,6 +179,7 @@ def annotate(config: DemoConfig, data: Mapping[str, Mapping[str, pathlib.Path]]
   run_dirs = {task: out / "annotations" / task for task in config.tasks}
   with server.start_local_teacher(
       error_rate=config.teacher_error_rate,
+      step_error_rate=config.teacher_step_error_rate,
       latency_ms=config.teacher_latency_ms, seed=config.seed,
       in_process=False) as teacher:
     logging.info("local teacher listening at %s", teacher.url)
@@ -179,11 +188,47 @@ def annotate(config: DemoConfig, data: Mapping[str, Mapping[str, pathlib.Path]]
           dataset=_DATASET_NAMES[task], split="train", teacher_url=teacher.url,
           model="synthetic-teacher", prompt_mode="hinted", style="completion",
           samples=1, temperature=0.7, max_tokens=256, seed=config.seed,
-          examples_path=str(data[task]["train"]))
+          examples_path=str(data[task]["train"]), verify="filter")
       options = runner.ExecutionOptions(concurrency=32,
                                         cache_dir=str(out / "teacher_cache"))
       runner.annotate(annotation, run_dirs[task], options)
   return run_dirs
+
+
+def step_error_survival(config: DemoConfig, data: Mapping[str, Mapping[str, pathlib.Path]],
+                        run_dirs: Mapping[str, pathlib.Path]) -> dict[str, dict[str, int]]:
+  """Per task: right-answer-wrong-step chains the teacher injected, and how
+  many of them the answer filter alone and answer filter + verifier keep.
+
+  The local teacher's replies are a pure function of its settings and the
+  request (`TeacherServer.solution`), so the demo rebuilds each prompt and
+  knows which chains carry the injected error without asking the verifier.
+  """
+  from cot_distill.teacher import records  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import runner  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import server  # pylint: disable=g-import-not-at-top
+  from cot_distill.teacher import synthetic  # pylint: disable=g-import-not-at-top
+  teacher = server.TeacherServer(error_rate=config.teacher_error_rate,
+                                 step_error_rate=config.teacher_step_error_rate,
+                                 seed=config.seed, keep_log=False)
+  survival = {}
+  for task, run_dir in run_dirs.items():
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    annotation = runner.AnnotationConfig.from_dict(manifest["config"])
+    builder = runner.make_prompt_builder(annotation)
+    injected = {
+        example.id for example in runner.read_examples_file(data[task]["train"])
+        if teacher.solution(builder.build(example).text, annotation.seed, 0,
+                            annotation.temperature).error
+        == synthetic.RIGHT_ANSWER_WRONG_STEP}
+    kept = {r["id"] for r in records.read_records(run_dir / records.RECORDS_FILE)}
+    verifier_dropped = {r["id"] for r in records.read_records(run_dir / records.DROPPED_FILE)
+                        if r.get("drop_reason") in ("arithmetic_error", "step_inconsistent",
+                                                    "hint_parroting")}
+    survival[task] = {"injected": len(injected),
+                      "answer_filter_keeps": len(injected & (kept | verifier_dropped)),
+                      "verifier_keeps": len(injected & kept)}
+  return survival
 
 
 # ----------------------------------------------------------------------------
@@ -363,6 +408,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
   logging.info("[3/6] annotating with the local teacher (error rate %.0f%%)",
                100 * config.teacher_error_rate)
   run_dirs = annotate(config, data)
+  step_errors = step_error_survival(config, data, run_dirs)
   spm_path = train_vocabulary(config, data, run_dirs)
   register_training_tasks(config, data, run_dirs, spm_path)
   summaries = {}
@@ -385,6 +431,6 @@ def run_demo(config: DemoConfig) -> DemoResult:
   table = comparison_table(config, summaries)
   return DemoResult(out_dir=str(out), table=table,
                     results={f: s for f, s in summaries.items()},
-                    annotation=annotation,
+                    annotation=annotation, step_errors=step_errors,
                     report_path=str(report_dir / "report.md"),
                     seconds=time.perf_counter() - start)

@@ -178,3 +178,12 @@ def test_verification_to_dict_names_the_failing_step():
                          answer_type="number", dataset="gsm8k").to_dict() == {
                              "passed": True, "family": "arithmetic",
                              "checks": ["arithmetic", "contradiction"]}
+
+
+def test_a_marker_before_a_sum_is_no_contradiction():
+  for chain, answer, answer_type, dataset in (
+      ("Add them to get our final answer: 18 + 38 = 56. The answer is 56.", "56", "number",
+       "gsm8k"),
+      ('So the final answer would be "eo" + "nr" = "eonr". Therefore, the answer is "eonr".',
+       "eonr", "letters", "last_letters")):
+    assert _verify("q", chain, answer, answer_type, dataset).passed

@@ -113,3 +113,18 @@ def test_hand_labels_of_real_gpt3_chains(data_dir):
   assert all(row["step_error"] for row in rows if row["flagged"])
   assert scores["all"].false_positive_rate <= 0.02
   assert scores["coin_flip"].recall == 1.0
+
+
+def test_demo_reports_what_each_filter_keeps(tmp_path):
+  """The demo's teacher injects right-answer-wrong-step chains; the answer
+  filter keeps every one, the verifier none (ground truth from the server)."""
+  from cot_distill import demo  # pylint: disable=g-import-not-at-top
+  config = demo.DemoConfig(out_dir=str(tmp_path), size="smoke", teacher_latency_ms=0.0,
+                           teacher_step_error_rate=0.3)
+  data = demo.generate_data(config)
+  run_dirs = demo.annotate(config, data)
+  survival = demo.step_error_survival(config, data, run_dirs)
+  for task in demo.TASKS:
+    assert survival[task]["injected"] > 10
+    assert survival[task]["answer_filter_keeps"] == survival[task]["injected"]
+    assert survival[task]["verifier_keeps"] == 0

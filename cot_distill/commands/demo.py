@@ -37,11 +37,15 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, size=args.size, tasks=tasks,
         teacher_error_rate=args.teacher_error_rate, seed=args.seed))
   print()
-  print("Teacher annotation (kept / dropped by the answer filter):")
+  print("Teacher annotation (kept / dropped by the answer filter and the rationale verifier):")
   for task, counts in result.annotation.items():
     dropped = {k: v for k, v in counts.get("dropped", {}).items() if v}
     print(f"  {task:<14} kept {counts.get('kept')} of {counts.get('samples')}"
           f"  dropped {dropped}")
+  for task, survival in result.step_errors.items():
+    print(f"  {task:<14} right answer after a wrong step: {survival['injected']} injected;"
+          f" the answer filter keeps {survival['answer_filter_keeps']},"
+          f" with the verifier {survival['verifier_keeps']}")
   print()
   print("Student accuracy, % [95% interval] (greedy decoding):")
   print(result.table)

@@ -211,6 +211,17 @@ class TeacherServer:
   # -------------------------------------------------------------------------
   # Generation.
 
+  def solution(self, prompt_text: str, request_seed: Any, index: int,
+               temperature: float) -> synthetic.Solution:
+    """The reply to choice `index` of a request: a pure function of the
+    server's settings and the request, so a caller (the demo) can tell
+    which replies carry which injected error."""
+    prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest()
+    rng = random.Random(f"{self.seed}|{request_seed}|{prompt_sha}|{index}")
+    return synthetic.solve(prompt_text, rng, error_rate=self.error_rate,
+                           vary_wording=temperature > 0,
+                           step_error_rate=self.step_error_rate)
+
   async def _generate(self, path: str, request: dict[str, Any]):
     chat = path.endswith("/chat/completions")
     try:
@@ -242,10 +253,7 @@ class TeacherServer:
     prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest()
     choices, errors, completion_tokens = [], [], 0
     for index in range(n):
-      rng = random.Random(f"{self.seed}|{request.get('seed')}|{prompt_sha}|{index}")
-      solution = synthetic.solve(prompt_text, rng, error_rate=self.error_rate,
-                                 vary_wording=temperature > 0,
-                                 step_error_rate=self.step_error_rate)
+      solution = self.solution(prompt_text, request.get("seed"), index, temperature)
       text, finish_reason = _cap_tokens(solution.text, max_tokens)
       if fault == "truncated":
         text, finish_reason = _cap_tokens(text, max(1, _count_tokens(text) // 2))

@@ -131,8 +131,10 @@ def _arithmetic(chain: str, answer: str | None, answer_type: str, hinted: bool
   return found
 
 
-# "to get the answer: 18 + 38": the marker introduces a sum, not an answer.
-_EXPRESSION_NEXT_RE = re.compile(r"[^\w$]*\$?\d[\d,.]*%?\s*(?:[-+*/×÷x]|plus|minus|times)\s*\$?\d")
+# "to get the answer: 18 + 38", 'the answer would be "eo" + "nr" = "eonr"': the
+# marker introduces a sum, not an answer.
+_EXPRESSION_NEXT_RE = re.compile(r"[^\w$]*\$?\d[\d,.]*%?\s*(?:[-+*/×÷x]|plus|minus|times)\s*\$?\d"
+                                 r"|[^\w$]*[\"“']\w+[\"”']\s*\+")
 
 
 def _contradiction(chain: str, answer: str | None, answer_type: str, choices
