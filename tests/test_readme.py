@@ -141,7 +141,7 @@ def _environment(tmp_path: pathlib.Path) -> dict[str, str]:
   # A user's shell: none of the test session's settings (conftest's 8 fake
   # devices included).
   for name in ("COT_DISTILL_DATA_DIR", "COT_DISTILL_RUNS_DIR", "COT_DISTILL_SPM_PATH",
-               "OPENAI_API_KEY", "XLA_FLAGS", "JAX_PLATFORMS"):
+               "OPENAI_API_KEY", "XLA_FLAGS", "JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL"):
     env.pop(name, None)
   return env
 
@@ -154,7 +154,9 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_dir):
   env = _environment(tmp_path)
   values = {"data": str(_data_dir(shared_dir, tmp_path / "data")),
             "logs": str(shared_dir / "data" / "teacher_outputs"),
-            "bucket": str(tmp_path / "bucket"), "key": "sk-test-not-a-secret"}
+            # Relative, as a user types it: MODEL_DIR, evaluate and report
+            # all resolve it against the working directory.
+            "bucket": "bucket", "key": "sk-test-not-a-secret"}
   teacher = LocalTeacher(workdir, env)
   try:
     values["url"] = teacher.url
@@ -179,7 +181,7 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_dir):
   assert manifest["status"] == "complete"
   assert (teacher_run / "records.jsonl").read_text().strip()
   assert (workdir / "runs" / "gsm8k" / "gpt3" / "records.jsonl").is_file()
-  model_dir = tmp_path / "bucket" / "gsm8k_cot_base"
+  model_dir = workdir / "bucket" / "gsm8k_cot_base"
   model_config = json.loads((model_dir / "model_config.json").read_text())
   assert model_config["task"] == "cot_distill.gsm8k.teacher.cot"
   assert model_config["vocabulary"]["spm_path"] == "sentencepiece.model"

@@ -80,7 +80,7 @@ def run(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from cot_distill import seqio_tasks, vocabularies  # pylint: disable=g-import-not-at-top
+  from cot_distill import errors, seqio_tasks, vocabularies  # pylint: disable=g-import-not-at-top
 
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
   vocabulary = vocabularies.get_vocabulary(args.spm_path)
@@ -89,8 +89,17 @@ def run(args) -> int:
     task = seqio_tasks.register_cot_task("cot_distill_bench.seqio", records, "cot", vocabulary)
     count = task.num_input_examples("train")
 
-    def task_dataset():
-      return task.get_dataset(lengths, split="train", shuffle=True, seed=0, num_epochs=None)
+    def task_dataset(num_epochs=None):
+      return task.get_dataset(lengths, split="train", shuffle=True, seed=0,
+                              num_epochs=num_epochs)
+
+    # CoT tasks drop records longer than the feature lengths; with none left
+    # the repeated dataset would never yield, so say so instead of hanging.
+    if not list(task_dataset(num_epochs=1).take(1).as_numpy_iterator()):
+      raise errors.UserError(
+          f"bench seqio: none of the {count} records fits inputs/targets lengths "
+          f"{args.inputs_length}/{args.targets_length} (CoT tasks drop longer "
+          "records); raise --inputs-length / --targets-length")
 
     # Unpacked passes hand Python one small array per 256 examples (a size per
     # example), so the figure is the pipeline's, not numpy conversion's.

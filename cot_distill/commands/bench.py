@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
-BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train")
+BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train", "collectives")
 
 # $COT_DISTILL_BENCH_SMOKE=1: every benchmark runs its smallest configuration
 # (same code paths, same rows and ratios, figures meaningless), so CI can run
@@ -18,11 +18,12 @@ BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train")
 SMOKE_ENV = "COT_DISTILL_BENCH_SMOKE"
 SMOKE_DEFAULTS = {
     "annotate": {"requests": 64, "concurrency": 8, "latency_ms": 5.0},
-    "seqio": {"batch_size": 4, "inputs_length": 32, "targets_length": 32, "examples": 16},
+    "seqio": {"batch_size": 4, "inputs_length": 512, "targets_length": 512, "examples": 16},
     "decode": {"config": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
                "new_tokens": 4, "repeats": 1, "uncached_repeats": 0},
     "train": {"model": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
               "target_length": 8, "steps": 1, "warmup": 1},
+    "collectives": {"programs": "train", "variants": "off"},
 }
 
 
