@@ -162,3 +162,24 @@ def test_our_checkpoint_exported_to_t5x_gives_our_predictions(t5x_run, tmp_path)
   # The export reads back in our evaluator too, with the same predictions.
   again = _our_predictions(export_dir / "checkpoint_4", examples, tmp_path / "eval_export")
   _assert_same(again, theirs)
+
+
+def test_a_real_vocabulary_mismatch_shows_t5xs_own_message(tmp_path, t5x_tiny_dir):
+  """gin/t5x shares one vocabulary; a different model vocabulary is T5X's error.
+
+  The model is given the T5X fixture's 256-piece vocabulary while the task
+  keeps T5's: T5X's `verify_matching_vocabs` must refuse with its own
+  message, offline (no gs:// read in building it).
+  """
+  require_t5x()
+  variables, commands = readme_commands("Try it on CPU")
+  train = substitute(commands[0], {"MODEL_DIR": str(tmp_path / "model")})
+  other = t5x_tiny_dir / "spm256.model"
+  result = run_t5x(train + [
+      "--gin.VOCABULARY=@seqio.SentencePieceVocabulary()",
+      f"--gin.seqio.SentencePieceVocabulary.sentencepiece_model_file='{other}'"])
+  assert result.returncode != 0
+  output = result.stdout + result.stderr
+  assert "Model and Task vocabularies do not match" in output, output[-4000:]
+  message = output.split("Model and Task vocabularies do not match")[-1][:3000]
+  assert "spm256.model" in message and "t5_spiece.model" in message, message
