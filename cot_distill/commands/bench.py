@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
-BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train")
+BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train", "collectives")
 
 # $COT_DISTILL_BENCH_SMOKE=1: every benchmark runs its smallest configuration
 # (same code paths, same rows and ratios, figures meaningless), so CI can run
