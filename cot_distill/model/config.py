@@ -51,6 +51,12 @@ class T5Config:
   # halves the cost of the largest product of a small model. Logits and the
   # loss stay float32 either way.
   logits_dtype: str = "float32"
+  # Rematerialisation of each encoder and decoder layer in training:
+  # "none" keeps every activation for the backward pass, "full" keeps only
+  # the layer inputs, "minimal" (T5X's) also keeps the weight products (dots
+  # without batch dimensions). Numbers are unchanged; memory falls, compute
+  # rises. Set in gin: `config.get_config.remat_policy = 'minimal'`.
+  remat_policy: str = "none"
 
   def __post_init__(self):
     # JSON and gin hand over lists; a frozen dataclass must hold a tuple to be
@@ -60,6 +66,9 @@ class T5Config:
       if activation not in ("relu", "gelu", "silu", "linear"):
         raise ValueError(f"T5Config.mlp_activations: unknown activation "
                          f"{activation!r} (use relu, gelu, silu or linear)")
+    if self.remat_policy not in ("none", "full", "minimal"):
+      raise ValueError(f"T5Config.remat_policy must be none, full or minimal, "
+                       f"got {self.remat_policy!r}")
     for field in ("dtype", "logits_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"T5Config.{field} must be float32, bfloat16 or float16, "

@@ -37,6 +37,27 @@ def _dtypes(config: T5Config) -> dict[str, Any]:
               param_dtype=layers.to_dtype(config.param_dtype))
 
 
+# Rematerialisation per layer (`T5Config.remat_policy`): which activations a
+# layer keeps for the backward pass; the rest are recomputed. "minimal" is
+# T5X's: keep the products without batch dimensions (the weight products),
+# recompute attention and elementwise work.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat(layer_class: type[nn.Module], policy: str, static_argnums: tuple[int, ...]):
+  """`layer_class` itself for "none", else wrapped in `nn.remat` with the policy.
+
+  `nn.remat` keeps the class name, so the parameter tree is unchanged.
+  `static_argnums` count `self` as argument 0.
+  """
+  if policy == "none":
+    return layer_class
+  return nn.remat(layer_class, policy=REMAT_POLICIES[policy], static_argnums=static_argnums)
+
+
 def _positions(tokens: Array, positions: Array | None) -> Array:
   if positions is not None:
     return positions.astype(jnp.int32)
@@ -47,7 +68,7 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, inputs: Array, bias: Array, *, deterministic: bool) -> Array:
+  def __call__(self, inputs: Array, bias: Array, deterministic: bool = True) -> Array:
     cfg = self.config
     dropout = lambda x: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         x, deterministic=deterministic)
@@ -70,8 +91,9 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Array, encoded: Array | None, self_bias: Array,
-               cross_bias: Array, *, deterministic: bool, decode: bool,
-               decode_index: Array | None, max_decode_length: int | None) -> Array:
+               cross_bias: Array, deterministic: bool = True, decode: bool = False,
+               decode_index: Array | None = None,
+               max_decode_length: int | None = None) -> Array:
     cfg = self.config
     dropout = lambda x: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         x, deterministic=deterministic)
@@ -113,8 +135,10 @@ class Encoder(nn.Module):
     x = self.shared_embedding(tokens.astype(jnp.int32))
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = x.astype(dtype)
+    # `deterministic` is positional: remat's static arguments must be.
+    layer = remat(EncoderLayer, cfg.remat_policy, static_argnums=(3,))
     for index in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f"layers_{index}")(x, bias, deterministic=deterministic)
+      x = layer(cfg, name=f"layers_{index}")(x, bias, deterministic)
     x = layers.RmsNorm(cfg.layer_norm_epsilon, **_dtypes(cfg), name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -142,10 +166,15 @@ class Decoder(nn.Module):
     y = self.shared_embedding(tokens.astype(jnp.int32))
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = y.astype(dtype)
+    # Decoding keeps no activations for a backward pass: no remat there.
+    layer = remat(DecoderLayer, "none" if decode else cfg.remat_policy, static_argnums=(5,))
     for index in range(cfg.num_decoder_layers):
-      y = DecoderLayer(cfg, name=f"layers_{index}")(
-          y, encoded, self_bias, cross_bias, deterministic=deterministic,
-          decode=decode, decode_index=decode_index, max_decode_length=max_decode_length)
+      if decode:
+        y = layer(cfg, name=f"layers_{index}")(
+            y, encoded, self_bias, cross_bias, deterministic, decode=True,
+            decode_index=decode_index, max_decode_length=max_decode_length)
+      else:
+        y = layer(cfg, name=f"layers_{index}")(y, encoded, self_bias, cross_bias, deterministic)
     y = layers.RmsNorm(cfg.layer_norm_epsilon, **_dtypes(cfg), name="decoder_norm")(y)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     if cfg.logits_via_embedding:

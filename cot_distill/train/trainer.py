@@ -43,7 +43,7 @@ CONFIG_FILE = "config.gin"
 # T5Config fields a resumed run may change: they set how the computation is
 # done, not what the parameters are. Any other difference is refused.
 RESUMABLE_MODEL_FIELDS = ("dropout_rate", "dtype", "logits_dtype",
-                          "float32_attention_logits")
+                          "float32_attention_logits", "remat_policy")
 
 
 class NonFiniteLossError(errors.UserError):
