@@ -83,11 +83,14 @@ def test_flow_covers_every_stage_in_order():
 class LocalTeacher:
   """`cot-distill teacher serve` on a free loopback port, as a user runs it."""
 
-  def __init__(self, cwd: pathlib.Path, env: dict[str, str]):
+  def __init__(self, cwd: pathlib.Path, env: dict[str, str], data_dir: str):
+    # GSM8K questions are answered with GSM8K's own worked solutions (the
+    # synthetic teacher only reasons about coin flips and last letters).
     self.process = subprocess.Popen(
         [sys.executable, "-m", "cot_distill.cli", "teacher", "serve", "--port", "0",
-         "--model-name", TEACHER_MODEL],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--model-name", TEACHER_MODEL, "--worked-solutions", "gsm8k:train"],
+        cwd=cwd, env={**env, "COT_DISTILL_DATA_DIR": data_dir},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     self.url = None
     while self.url is None and time.monotonic() < deadline:
@@ -157,7 +160,7 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_dir):
             # Relative, as a user types it: MODEL_DIR, evaluate and report
             # all resolve it against the working directory.
             "bucket": "bucket", "key": "sk-test-not-a-secret"}
-  teacher = LocalTeacher(workdir, env)
+  teacher = LocalTeacher(workdir, env, values["data"])
   try:
     values["url"] = teacher.url
     for command in flow:
@@ -179,7 +182,9 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_dir):
   teacher_run = workdir / "runs" / "gsm8k" / "teacher"
   manifest = json.loads((teacher_run / "manifest.json").read_text())
   assert manifest["status"] == "complete"
-  assert (teacher_run / "records.jsonl").read_text().strip()
+  records = [json.loads(line) for line in
+             (teacher_run / "records.jsonl").read_text().splitlines()]
+  assert len(records) == 12  # every question kept: sound worked solutions
   assert (workdir / "runs" / "gsm8k" / "gpt3" / "records.jsonl").is_file()
   model_dir = workdir / "bucket" / "gsm8k_cot_base"
   model_config = json.loads((model_dir / "model_config.json").read_text())

@@ -103,13 +103,15 @@ class TeacherServer:
   def __init__(self, *, error_rate: float = 0.0, latency_ms: float = 0.0,
                seed: int = 0, model_name: str = "synthetic-teacher",
                faults: Faults | None = None, api_key: str | None = None,
-               keep_log: bool = True, step_error_rate: float = 0.0):
+               keep_log: bool = True, step_error_rate: float = 0.0,
+               worked: synthetic.WorkedSolutions | None = None):
     if not 0.0 <= error_rate <= 1.0:
       raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
     if not 0.0 <= step_error_rate <= 1.0:
       raise ValueError(f"step_error_rate must be in [0, 1], got {step_error_rate}")
     self.error_rate = error_rate
     self.step_error_rate = step_error_rate
+    self.worked = worked
     self.latency_s = latency_ms / 1000.0
     self.seed = seed
     self.model_name = model_name
@@ -220,7 +222,7 @@ class TeacherServer:
     rng = random.Random(f"{self.seed}|{request_seed}|{prompt_sha}|{index}")
     return synthetic.solve(prompt_text, rng, error_rate=self.error_rate,
                            vary_wording=temperature > 0,
-                           step_error_rate=self.step_error_rate)
+                           step_error_rate=self.step_error_rate, worked=self.worked)
 
   async def _generate(self, path: str, request: dict[str, Any]):
     chat = path.endswith("/chat/completions")
@@ -492,6 +494,11 @@ def add_server_arguments(parser) -> None:
                            "right final answer (only the rationale verifier catches it)")
   parser.add_argument("--latency-ms", type=float, default=0.0,
                       help="delay before every response, in milliseconds")
+  parser.add_argument("--worked-solutions", action="append", default=[],
+                      metavar="DATASET:SPLIT",
+                      help="also answer that split's questions with the dataset's own "
+                           "worked solutions (e.g. gsm8k:train; files from "
+                           "$COT_DISTILL_DATA_DIR); repeatable")
   parser.add_argument("--seed", type=int, default=0, help="server randomness seed")
   parser.add_argument("--model-name", default="synthetic-teacher",
                       help="model id reported by /v1/models")
@@ -501,6 +508,28 @@ def add_server_arguments(parser) -> None:
     parser.add_argument(f"--fault-{field.name.replace('_', '-')}", type=float,
                         default=field.default, dest=f"fault_{field.name}",
                         help=f"injected fault setting {field.name} (tests)")
+
+
+def load_worked_solutions(specs) -> synthetic.WorkedSolutions | None:
+  """`["gsm8k:train", ...]` -> the questions the teacher replays solutions for."""
+  if not specs:
+    return None
+  from cot_distill import errors  # pylint: disable=g-import-not-at-top
+  from cot_distill.data import registry  # pylint: disable=g-import-not-at-top
+  examples = []
+  for spec in specs:
+    name, _, split = spec.partition(":")
+    if not split:
+      raise errors.UserError(f"--worked-solutions {spec!r}: write DATASET:SPLIT, e.g. gsm8k:train")
+    try:
+      examples += registry.load(name, split)
+    except (KeyError, ValueError) as error:
+      raise errors.UserError(f"--worked-solutions {spec!r}: {error}") from error
+  worked = synthetic.WorkedSolutions(examples)
+  if not len(worked):
+    raise errors.UserError(f"--worked-solutions {', '.join(specs)}: no example has a worked "
+                           "solution (gold rationale)")
+  return worked
 
 
 def run_from_arguments(args) -> int:
@@ -516,10 +545,11 @@ def run_from_arguments(args) -> int:
       return 2
   faults = Faults(**{f.name: getattr(args, f"fault_{f.name}")
                      for f in dataclasses.fields(Faults)})
+  worked = load_worked_solutions(args.worked_solutions)
   server = TeacherServer(error_rate=args.error_rate, latency_ms=args.latency_ms,
                          seed=args.seed, model_name=args.model_name,
                          faults=faults, api_key=api_key, keep_log=False,
-                         step_error_rate=args.step_error_rate)
+                         step_error_rate=args.step_error_rate, worked=worked)
 
   async def main():
     loop = asyncio.get_running_loop()

@@ -233,8 +233,40 @@ def _corrupt_letters(letters: str, rng: random.Random) -> str:
   return letters[:position] + replacement + letters[position + 1:]
 
 
+class WorkedSolutions:
+  """Questions the local teacher answers with a dataset's own worked solution.
+
+  GSM8K (and other benchmarks with `gold_rationale`) ship human-written
+  solutions; replaying them makes the local teacher a sound stand-in for
+  arithmetic pipelines run offline (CI runs the README's GSM8K commands
+  this way). Chains keep the dataset's wording, calculator annotations
+  included, and end with "The answer is X.".
+  """
+
+  def __init__(self, examples):
+    self._by_question: dict[str, tuple[str, str]] = {}
+    for example in examples:
+      if example.gold_rationale:
+        self._by_question[" ".join(example.question.split())] = (
+            " ".join(example.gold_rationale.split()), example.answer)
+
+  def __len__(self) -> int:
+    return len(self._by_question)
+
+  def lookup(self, prompt_text: str) -> tuple[str, str] | None:
+    """(rationale, answer) of the known question that occurs last in the prompt."""
+    text = " ".join(prompt_text.split())
+    best, best_at = None, -1
+    for question, solution in self._by_question.items():
+      at = text.rfind(question)
+      if at > best_at:
+        best, best_at = solution, at
+    return best
+
+
 def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
-          vary_wording: bool, step_error_rate: float = 0.0) -> Solution:
+          vary_wording: bool, step_error_rate: float = 0.0,
+          worked: WorkedSolutions | None = None) -> Solution:
   """The synthetic teacher's reply to a prompt (all turns joined for chat).
 
   Args:
@@ -245,6 +277,8 @@ def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
     step_error_rate: probability that a sample without such a mistake has
       a wrong step and the right answer (drawn only when positive, so
       replies at rate 0 are the same as before the option existed).
+    worked: questions to answer with their dataset's worked solution (for
+      questions that are not coin flips or last letters).
     vary_wording: pick one of several phrasings (sampling at temperature > 0)
       instead of always the exemplar phrasing (greedy decoding).
   """
@@ -261,6 +295,10 @@ def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
   coin_at = prompt_text.rfind("A coin is heads up.") if coin else -1
   letters_at = prompt_text.rfind("Take the last letter") if letters else -1
   if coin is None and letters is None:
+    known = worked.lookup(prompt_text) if worked else None
+    if known is not None:
+      rationale, answer = known
+      return Solution(f" {rationale} The answer is {answer}.", answer, answer, None)
     return _restate_hint(prompt_text)
   if coin_at > letters_at:
     correct = coin.answer
