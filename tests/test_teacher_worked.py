@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cot_distill import errors
+from cot_distill import errors, verifier
 from cot_distill.data import registry
 from cot_distill.teacher import exemplars, prompts, server, synthetic
 
@@ -23,13 +23,22 @@ def test_the_asked_question_gets_its_own_worked_solution(gsm8k_train):
       prompts.PromptTemplate(mode=prompts.PromptMode.HINTED,
                              style=prompts.PromptStyle.COMPLETION),
       exemplars.default_set("gsm8k"))
-  for example in gsm8k_train[5:8]:
+  for example in gsm8k_train:
     text = builder.build(example).text
     solution = synthetic.solve(text, random.Random(0), error_rate=0.0,
                                vary_wording=False, worked=worked)
     assert solution.answer == example.answer
     assert solution.text.strip().endswith(f"The answer is {example.answer}.")
-    assert " ".join(example.gold_rationale.split()) in solution.text
+    # The dataset's lines, as sentences on one line (hinted templates stop
+    # at the line's end).
+    for line in example.gold_rationale.splitlines():
+      assert " ".join(line.split()) in solution.text
+    assert "\n" not in solution.text
+    # A sound chain: the rationale verifier passes it.
+    verdict = verifier.verify(question=example.question, chain=solution.text.strip(),
+                              answer=example.answer, answer_type=example.answer_type.value,
+                              dataset="gsm8k", hinted=True)
+    assert verdict.passed, (solution.text, verdict)
 
 
 def test_unknown_questions_fall_back_to_restating_the_hint(gsm8k_train):

@@ -248,7 +248,7 @@ class WorkedSolutions:
     for example in examples:
       if example.gold_rationale:
         self._by_question[" ".join(example.question.split())] = (
-            " ".join(example.gold_rationale.split()), example.answer)
+            _one_line(example.gold_rationale), example.answer)
 
   def __len__(self) -> int:
     return len(self._by_question)
@@ -262,6 +262,16 @@ class WorkedSolutions:
       if at > best_at:
         best, best_at = solution, at
     return best
+
+
+def _one_line(rationale: str) -> str:
+  """A multi-line worked solution as one line of sentences.
+
+  Hinted templates stop at the end of the line, so a teacher writes its
+  chain as sentences on one line; GSM8K's lines carry no final period.
+  """
+  lines = [" ".join(line.split()) for line in rationale.splitlines() if line.strip()]
+  return " ".join(line if line[-1] in ".!?" else line + "." for line in lines)
 
 
 def solve(prompt_text: str, rng: random.Random, *, error_rate: float,
