@@ -69,8 +69,9 @@ def _accuracy_section(evaluations: Sequence[Run], out_dir: pathlib.Path,
            "Accuracy is the share of examples whose extracted answer equals "
            "the gold answer (the shared `judge`); brackets give the 95% "
            "Wilson interval (for cross-validation: the t interval over "
-           "folds). *Answer found* is the share of outputs where any "
-           "extraction rule fired. *Faithful CoT* (chain-of-thought "
+           "folds). *Answer found* is the share of outputs that state an "
+           "answer with a marker (\"The answer is ...\"); the judge's "
+           "last-number fallback is not counted. *Faithful CoT* (chain-of-thought "
            "students) counts an example only when the answer is right AND "
            "the chain passes the rationale verifier (`cot_distill.verifier`).", ""]
   plots.accuracy_bars(rows, out_dir / "accuracy.png")
