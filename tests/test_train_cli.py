@@ -82,11 +82,12 @@ def test_bench_train_runs_and_prints_same_run_ratios(capsys):
   """The benchmark end to end at toy size (its figures are not asserted)."""
   status = cli.main(["bench", "train", "--model", "t5_1_1_tiny", "--batch-size", "8",
                      "--input-length", "8", "--target-length", "8", "--steps", "2",
-                     "--warmup", "1", "--dtypes", "float32"])
+                     "--warmup", "1", "--precisions", "float32,bfloat16",
+                     "--hf-compile", "", "--peak-size", "256"])
   output = capsys.readouterr().out
   assert status == 0
-  for row in ("ours (adafactor, float32 activations)", "hf-fp32 (AdamW)",
-              "hf-bf16 autocast (AdamW)", "T5X trainer"):
+  for row in ("ours adafactor float32", "ours adamw bfloat16 ", "HF adamw float32",
+              "HF adafactor bf16-autocast", "fast-paths-off", "T5X trainer"):
     assert row in output
   assert "(64 target tokens/step)" in output
   assert "host memory: " in output  # the policy in effect is printed

@@ -1,17 +1,25 @@
 """`cot-distill bench decode`: greedy decoding throughput vs Hugging Face `generate`.
 
 Setting (issue 5): T5 1.1 small (vocabulary 32128), batch 8, 128 input tokens,
-128 new tokens forced (EOS never stops a row). Variants, timed interleaved so
-they share the machine's load:
-- ours, cached, bfloat16 activations (the T5X default, float32 logits layer
-  as T5X), the same with the logits layer in bfloat16 (`T5Config.logits_dtype`,
-  float32 accumulation and logits), and float32;
+128 new tokens on both sides (EOS disabled: ours `eos_id=None`, HF
+`eos_token_id=None`, no logit masked). Variants, timed interleaved so they
+share the machine's load:
+- ours, cached: float32; bfloat16 activations with T5X's float32 logits
+  layer; bfloat16 with the logits layer in bfloat16 (`T5Config.logits_dtype`,
+  float32 accumulation and logits); the last also with `cpu_fast_paths=off`;
 - ours, uncached (the whole prefix recomputed each step; one timed run);
-- Hugging Face `T5ForConditionalGeneration.generate` (float32, cache) on the
-  same weights, when torch and transformers are installed: with torch's
-  default thread count and, when that is more than one, with one thread too.
-  On a machine shared by many processes torch's spinning OpenMP threads slow
-  it down several-fold, so the single-thread run is its best figure there.
+- Hugging Face `T5ForConditionalGeneration.generate` on the same weights
+  (`benchmarks.common.hf_t5`: lm_head untied, parameter count checked equal
+  to ours, denormals flushed): float32 with torch's default thread count
+  and bfloat16 weights (each also with one thread), and for `--hf-compiled` dtypes a
+  static cache with a `torch.compile`d forward (its compilation in warm-up).
+
+Each of our rows is divided by the fastest HF variant at its precision
+(float32 or bfloat16) and, apart, by the fastest HF variant of any kind.
+Equivalence is checked on teacher-forced logits (max |ours - HF| on the
+same inputs); where greedy tokens differ, the first diverging position is
+printed with both sides' logit margins there (near-tied logits flip a
+token, and every later token follows the flip).
 
 Decoding one token per row reads every decoder weight once, so the floor is
 (bytes read per step) / (memory bandwidth). The benchmark measures the
@@ -42,6 +50,11 @@ def register(subparsers) -> None:
   parser.add_argument("--uncached-repeats", type=int, default=1,
                       help="timed runs of the (slow) uncached variant; 0 skips it")
   parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
+  parser.add_argument("--hf-compiled", default="float32,bfloat16",
+                      help="HF dtypes also timed with a static cache and torch.compile'd "
+                           "forward ('' for none; compilation takes minutes on a small CPU)")
+  parser.add_argument("--no-fast-paths-off", action="store_true",
+                      help="skip our bf16+logits row with cpu_fast_paths=off")
   parser.add_argument("--threads", type=int, default=0,
                       help="threads for both XLA and torch (0 = each library's default)")
   parser.set_defaults(func=run)
@@ -96,49 +109,70 @@ def measure_copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
   return 2 * source.nbytes / statistics.median(timings)
 
 
-def _ours(config, params, inputs, new_tokens: int, use_cache: bool) -> Callable[[], Any]:
+def _ours(config, params, inputs, new_tokens: int, use_cache: bool,
+          fast_paths_mode: str = "auto") -> Callable[[], Any]:
   import jax  # pylint: disable=g-import-not-at-top
+  from cot_distill import fast_paths  # pylint: disable=g-import-not-at-top
   from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
   model = EncoderDecoderModel(config)
   params = jax.device_put(params)
   batch = {"encoder_input_tokens": jax.numpy.asarray(inputs)}
 
   def decode():
-    tokens = model.predict_batch(params, batch, max_decode_length=new_tokens, eos_id=None,
-                                 use_cache=use_cache)
-    return jax.block_until_ready(tokens)
+    with fast_paths.forced(fast_paths_mode):  # read while tracing (the first call)
+      tokens = model.predict_batch(params, batch, max_decode_length=new_tokens, eos_id=None,
+                                   use_cache=use_cache)
+      return jax.block_until_ready(tokens)
   return decode
 
 
-def _hugging_face(config, params, inputs, new_tokens: int) -> dict[str, Callable[[], Any]]:
-  """Variants name -> decode function; empty without torch/transformers."""
+def _hugging_face(config, params, inputs, new_tokens: int,
+                  compiled: tuple[str, ...] = ()) -> tuple[dict[str, Callable[[], Any]], dict]:
+  """(variants name -> decode function, eager models by dtype); empty without torch.
+
+  The model is `common.hf_t5` with our weights (lm_head untied, parameter
+  count checked, denormals flushed). EOS is disabled as on our side
+  (`eos_token_id=None`: every row runs `new_tokens` steps, and no logit is
+  masked; `min_new_tokens` would mask EOS and change the argmax).
+  """
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    return {}
-  from cot_distill.model import checkpoints  # pylint: disable=g-import-not-at-top
-  transformers.logging.set_verbosity_error()
-  with tempfile.TemporaryDirectory() as directory:
-    checkpoints.export_hf(params, config.replace(dtype="float32"), directory)
-    model = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+    return {}, {}
+  import copy  # pylint: disable=g-import-not-at-top
+  from cot_distill.benchmarks import common  # pylint: disable=g-import-not-at-top
+  models = {"float32": common.hf_t5(config.replace(dtype="float32"), params).eval()}
+  models["bfloat16"] = copy.deepcopy(models["float32"]).to(torch.bfloat16)
   input_ids = torch.tensor(inputs, dtype=torch.long)
+  generation = copy.deepcopy(models["float32"].generation_config)
+  generation.update(eos_token_id=None, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
+                    min_new_tokens=None, use_cache=True)
+  static = copy.deepcopy(generation)
+  static.update(cache_implementation="static")
 
-  def decode(threads: int):
+  def decode(model, threads: int, config=generation):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
       with torch.no_grad():
         return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                              do_sample=False, num_beams=1, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, use_cache=True).numpy()[:, 1:]
+                              generation_config=config).numpy()[:, 1:]
     finally:
       torch.set_num_threads(previous)
   threads = torch.get_num_threads()
-  variants = {f"hf generate f32 {threads}t": lambda: decode(threads)}
+  variants = {f"hf float32 {threads}t": lambda: decode(models["float32"], threads)}
   if threads > 1:
-    variants["hf generate f32 1t"] = lambda: decode(1)
-  return variants
+    variants["hf float32 1t"] = lambda: decode(models["float32"], 1)
+  variants[f"hf bfloat16 {threads}t"] = lambda: decode(models["bfloat16"], threads)
+  if threads > 1:
+    variants["hf bfloat16 1t"] = lambda: decode(models["bfloat16"], 1)
+  for dtype in compiled:
+    model = copy.deepcopy(models[dtype])
+    model.forward = torch.compile(model.forward)
+    variants[f"hf {dtype} static compiled"] = (
+        lambda model=model: decode(model, threads, static))
+  return variants, models
 
 
 def _time(function: Callable[[], Any]) -> float:
@@ -182,29 +216,34 @@ def _run(args: argparse.Namespace) -> int:
   config = get_config(args.config, dropout_rate=0.0)
   tokens_per_batch = args.batch_size * args.new_tokens
   print(f"setting: {args.config} (vocab {config.vocab_size}), batch {args.batch_size}, "
-        f"{args.input_length} input tokens, {args.new_tokens} new tokens forced, greedy")
+        f"{args.input_length} input tokens, {args.new_tokens} new tokens forced (EOS "
+        f"disabled on both sides), greedy")
   params = _random_params(config, seed=0)
   inputs = np.random.default_rng(1).integers(
       2, min(config.vocab_size, 32000), (args.batch_size, args.input_length), dtype=np.int32)
 
+  bf16_logits = config.replace(dtype="bfloat16", logits_dtype="bfloat16")
   variants: dict[str, Callable[[], Any]] = {
-      "ours cached bfloat16": _ours(config.replace(dtype="bfloat16"), params, inputs,
-                                    args.new_tokens, True),
-      "ours cached bf16+logits": _ours(
-          config.replace(dtype="bfloat16", logits_dtype="bfloat16"), params, inputs,
-          args.new_tokens, True),
       "ours cached float32": _ours(config.replace(dtype="float32"), params, inputs,
                                    args.new_tokens, True),
+      "ours cached bfloat16": _ours(config.replace(dtype="bfloat16"), params, inputs,
+                                    args.new_tokens, True),
+      "ours cached bf16+logits": _ours(bf16_logits, params, inputs, args.new_tokens, True),
   }
+  if not args.no_fast_paths_off:
+    variants["ours cached bf16+logits fast-paths-off"] = _ours(
+        bf16_logits, params, inputs, args.new_tokens, True, fast_paths_mode="off")
+  hf_models = {}
   if not args.no_hf:
-    hugging_face = _hugging_face(config, params, inputs, args.new_tokens)
+    compiled = tuple(d.strip() for d in args.hf_compiled.split(",") if d.strip())
+    hugging_face, hf_models = _hugging_face(config, params, inputs, args.new_tokens, compiled)
     if not hugging_face:
       print("Hugging Face: torch/transformers not installed; skipped")
     variants.update(hugging_face)
   outputs = {}
   for name, function in variants.items():  # compile / warm up, and keep the tokens
     seconds = _time(lambda: outputs.__setitem__(name, np.asarray(function())))  # pylint: disable=cell-var-from-loop
-    print(f"  warm-up {name}: {seconds:.2f} s (includes compilation)")
+    print(f"  warm-up {name}: {seconds:.2f} s (includes compilation)", flush=True)
   timings: dict[str, list[float]] = {name: [] for name in variants}
   bandwidths = []
   for _ in range(args.repeats):  # interleaved, so every variant sees the same load
@@ -212,9 +251,8 @@ def _run(args: argparse.Namespace) -> int:
       timings[name].append(_time(function))
     bandwidths.append(measure_copy_bandwidth())
   if args.uncached_repeats:
-    # One compile outside the timing, on a 2-token decode of the same shapes
-    # would still recompile (the length is static), so the first timed run
-    # includes compilation; compilation is seconds, the run minutes.
+    # The decode length is static, so the first timed run includes
+    # compilation: seconds, against minutes for the run.
     uncached = _ours(config.replace(dtype="float32"), params, inputs, args.new_tokens, False)
     timings["ours uncached float32"] = [
         _time(lambda: outputs.__setitem__("ours uncached float32", np.asarray(uncached())))
@@ -222,13 +260,32 @@ def _run(args: argparse.Namespace) -> int:
 
   bandwidth = statistics.median(bandwidths) if bandwidths else measure_copy_bandwidth()
   _report(config, args, timings, outputs, bandwidth, tokens_per_batch)
+  _equivalence(config, params, inputs, outputs, hf_models, args.new_tokens)
   return 0
 
 
+def variant_precision(name: str) -> str:
+  """The bandwidth-bound key of a variant: float32, bfloat16 (float32 logits layer), bf16+logits."""
+  if "float32" in name:
+    return "float32"
+  if name.startswith("hf") or "bf16+logits" in name:
+    return "bf16+logits"  # HF bfloat16: every weight in bf16
+  return "bfloat16"
+
+
+def same_precision_partner(name: str, medians: dict[str, float]) -> str | None:
+  """The fastest HF variant at our variant's precision (eager or compiled)."""
+  wanted = "float32" if variant_precision(name) == "float32" else "bfloat16"
+  candidates = [hf for hf in medians if hf.startswith("hf ") and wanted in hf]
+  return min(candidates, key=medians.get) if candidates else None
+
+
 def _report(config, args, timings, outputs, bandwidth, tokens_per_batch) -> None:
+  import os  # pylint: disable=g-import-not-at-top
   medians = {name: statistics.median(values) for name, values in timings.items()}
   print(f"\nmemory bandwidth (array copy, read+write, median over the run): "
-        f"{bandwidth / 1e9:.1f} GB/s")
+        f"{bandwidth / 1e9:.1f} GB/s; load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
   bounds = {}
   for name, weight_bytes, logits_bytes in (("bfloat16", 2, 4), ("bf16+logits", 2, 2),
                                            ("float32", 4, 4)):
@@ -243,25 +300,105 @@ def _report(config, args, timings, outputs, bandwidth, tokens_per_batch) -> None
           f"{bounds[name]:.2f} s/batch = {tokens_per_batch / bounds[name]:.0f} tokens/s")
   hf_names = [name for name in medians if name.startswith("hf ")]
   best_hf = min(hf_names, key=medians.get) if hf_names else None
-  print(f"\n{'variant':<26} {'s/batch':>8} {'tokens/s':>9} {'vs best HF':>11} "
-        f"{'bound/time':>11}  runs (s)")
+  print(f"\n{'variant':<40} {'s/batch':>8} {'tokens/s':>9} {'of bound':>9}  runs (s)")
   for name, median in medians.items():
-    ratio = f"{medians[best_hf] / median:.2f}x" if best_hf else "n/a"
-    bound = bounds[next((key for key in ("bf16+logits", "bfloat16") if key in name),
-                        "float32")]
     runs = " ".join(f"{value:.2f}" for value in timings[name])
-    print(f"{name:<26} {median:8.2f} {tokens_per_batch / median:9.1f} {ratio:>11} "
-          f"{bound / median:10.0%}  [{runs}]")
-  for hf_name in hf_names:
-    for ours in (n for n in medians if n.startswith("ours cached")):
-      print(f"ratio {ours} / {hf_name}: {medians[hf_name] / medians[ours]:.2f}x")
+    print(f"{name:<40} {median:8.2f} {tokens_per_batch / median:9.1f} "
+          f"{bounds[variant_precision(name)] / median:8.0%}  [{runs}]")
+  if best_hf:
+    print("\nratios (HF median / ours median; > 1: ours faster), same run:")
+    print(f"{'ours':<40} {'vs same precision':>17}  {'(HF variant)':30} {'vs fastest HF':>13}")
+    for name in (n for n in medians if n.startswith("ours cached")):
+      partner = same_precision_partner(name, medians)
+      same = f"{medians[partner] / medians[name]:.2f}x" if partner else "-"
+      note = f"({partner})" + (" *" if variant_precision(name) == "bfloat16" else "")
+      print(f"{name:<40} {same:>17}  {note:30} {medians[best_hf] / medians[name]:12.2f}x")
+    print(f"fastest HF variant: {best_hf}. * ours reads T5X's float32 logits layer, HF "
+          "bfloat16 a bf16 one (more work on our side).")
+  from cot_distill.benchmarks import common  # pylint: disable=g-import-not-at-top
   reference_tokens = 8 * 128  # the issue's setting
-  print(f"issue reference figures (batch 8 x 128 tokens, other runs): HF generate "
-        f"{reference_tokens / REFERENCE_SECONDS['hf_generate_float32']:.0f} tokens/s, T5X "
-        f"{reference_tokens / REFERENCE_SECONDS['t5x_greedy']:.0f} tokens/s")
+  common.print_reference("issue 5, batch 8 x 128 tokens on the 2-core machine", [
+      f"HF generate float32 {reference_tokens / REFERENCE_SECONDS['hf_generate_float32']:.0f} "
+      f"tokens/s, T5X greedy {reference_tokens / REFERENCE_SECONDS['t5x_greedy']:.0f} tokens/s"])
+
+
+def _teacher_forced_logits(config, params, hf_model, inputs, tokens):
+  """(ours, HF) float32 logits [batch, length, vocab] for decoder inputs 0 + tokens[:, :-1]."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
+  decoder_inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], 1)
+  batch = {"encoder_input_tokens": np.asarray(inputs), "decoder_input_tokens": decoder_inputs,
+           # Every position real (HF masks none either), whatever the tokens are.
+           "decoder_target_tokens": np.ones_like(decoder_inputs)}
+  ours = np.asarray(EncoderDecoderModel(config).compute_logits(params, batch), np.float32)
+  if hf_model is None:
+    return ours, None
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    input_ids = torch.tensor(inputs, dtype=torch.long)
+    theirs = hf_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                      decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)).logits
+  return ours, theirs.float().numpy()
+
+
+def first_divergence(a, b):
+  """(row, position) of the earliest differing token of two [batch, length] arrays, or None."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  differ = np.asarray(a) != np.asarray(b)
+  if not differ.any():
+    return None
+  position = int(np.argmax(differ.any(axis=0)))
+  return int(np.argmax(differ[:, position])), position
+
+
+def _describe_divergence(label, a_name, a, b_name, b, logits_a, logits_b) -> None:
+  """Prints where two greedy decodes first differ and how close the logits were there."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  where = first_divergence(a, b)
+  if where is None:
+    print(f"{label}: greedy tokens identical at all {a.size} positions")
+    return
+  row, position = where
+  token_a, token_b = int(a[row, position]), int(b[row, position])
+  margin_a = logits_a[row, position, token_a] - logits_a[row, position, token_b]
+  margin_b = logits_b[row, position, token_b] - logits_b[row, position, token_a]
+  gap = float(np.abs(logits_a[row, position] - logits_b[row, position]).max())
+  print(f"{label}: greedy tokens agree up to row {row} position {position} (first "
+        f"divergence; {float((a == b).mean()):.1%} of all positions equal); there {a_name} "
+        f"chose {token_a}, {b_name} {token_b}. Teacher-forced on the shared prefix: "
+        f"{a_name} margin {margin_a:.2e}, {b_name} margin {margin_b:.2e}, max |logit "
+        f"difference| {gap:.2e}" + (" (a near tie)" if min(margin_a, margin_b) <= 2 * gap
+                                    else " (NOT a near tie: a real difference)"))
+
+
+def _equivalence(config, params, inputs, outputs, hf_models, new_tokens: int) -> None:
+  """Teacher-forced logits on the same inputs; greedy divergences explained by margins."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  float32 = config.replace(dtype="float32")
+  print("\nequivalence (same weights, same inputs):")
+  targets = np.random.default_rng(2).integers(
+      2, min(config.vocab_size, 32000), (inputs.shape[0], new_tokens), dtype=np.int32)
+  for label, ours_config, dtype in (("float32 vs HF float32", float32, "float32"),
+                                    ("bf16+logits vs HF bfloat16",
+                                     config.replace(dtype="bfloat16", logits_dtype="bfloat16"),
+                                     "bfloat16")):
+    if dtype not in hf_models:
+      continue
+    ours, theirs = _teacher_forced_logits(ours_config, params, hf_models[dtype], inputs, targets)
+    print(f"  teacher-forced logits, {label}: max |difference| "
+          f"{float(np.abs(ours - theirs).max()):.2e} (largest |logit| "
+          f"{float(np.abs(ours).max()):.1f}; {targets.size} random target positions)")
+  ours_tokens = outputs["ours cached float32"]
+  if "float32" in hf_models:
+    hf_name = next(n for n in outputs if n.startswith("hf float32"))
+    ours, theirs = _teacher_forced_logits(float32, params, hf_models["float32"], inputs,
+                                          ours_tokens)
+    _describe_divergence("  ours float32 vs HF float32 generate", "ours", ours_tokens, "HF",
+                         outputs[hf_name], ours, theirs)
   if "ours uncached float32" in outputs:
-    same = (outputs["ours cached float32"] == outputs["ours uncached float32"]).all()
-    print(f"cached == uncached tokens (float32): {bool(same)}")
-  for hf_name in hf_names:
-    same = (outputs["ours cached float32"] == outputs[hf_name]).mean()
-    print(f"ours float32 vs {hf_name} tokens identical at {same:.1%} of positions")
+    same = bool((ours_tokens == outputs["ours uncached float32"]).all())
+    print(f"  cached == uncached tokens (float32): {same}")
+    if not same:
+      ours, _ = _teacher_forced_logits(float32, params, None, inputs, ours_tokens)
+      _describe_divergence("  ours cached vs uncached (float32)", "cached", ours_tokens,
+                           "uncached", outputs["ours uncached float32"], ours, ours)

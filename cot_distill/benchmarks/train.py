@@ -1,67 +1,154 @@
-"""`cot-distill bench train`: training-step time of T5 1.1 small, ours vs HF.
+"""`cot-distill bench train`: training-step time of T5 1.1 small, ours vs HF, same work.
 
 Setting (the issue's): T5 1.1 small (vocabulary 32,128), batch 8, 128 input
 and 128 target tokens, every position a real token (so target tokens per
 step = 8 x 128 = 1,024, the same count for a packed T5X batch). Each system
-runs warm-up steps (compilation included), then `--steps` timed steps, each
-ended with a device sync; the figure is the median step.
+runs warm-up steps (compilation included, reported apart as "first step"),
+then `--steps` timed steps, each ended with a device sync; the figure is the
+median step. Systems are timed in turn, one step each per round, so a change
+in the machine's load hits them all alike.
+
+The grid, optimizer (Adafactor, AdamW) x precision:
 
   ours        the trainer's own jitted step (`train.step.compile_train_step`:
-              teacher-forced `EncoderDecoderModel.loss_fn`, Adafactor with
-              T5X defaults, donated state) on all local devices, data
-              parallel; activations bf16 (T5X default) and float32; with
-              bf16 activations, the logits layer in float32 (as T5X) and in
-              bf16 with float32 accumulation (`T5Config.logits_dtype`, what
-              torch.autocast does to HF's lm_head).
-  hf-fp32     Hugging Face transformers + PyTorch, float32, AdamW.
-  hf-bf16     the same under torch.autocast(bfloat16).
+              teacher-forced `EncoderDecoderModel.loss_fn`, donated state) on
+              all local devices; precision `float32`, `bfloat16` (bf16
+              activations, T5X's float32 logits layer) and `bfloat16+logits`
+              (the logits layer in bf16 with float32 accumulation, what
+              torch.autocast does to HF's lm_head); `cpu_fast_paths` auto,
+              plus one row with it `off` (`--fast-paths-off`).
+  HF          transformers + PyTorch, the same architecture (lm_head untied,
+              parameter count checked equal to ours, else the run stops),
+              float32 denormals flushed; `float32`, or `bfloat16` =
+              torch.autocast(bfloat16); eager, and `torch.compile`d for the
+              configs in `--hf-compile` (compilation time in "first step").
 
-The systems are timed in turn, one step each per round, so a change in the
-machine's load hits them all alike.
+Optimizers, same settings on both sides as far as the libraries allow:
+AdamW lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay (optax.adamw /
+torch.optim.AdamW). Adafactor lr 1e-3, T5X's defaults (decay 1 - t^-0.8,
+update clipping at RMS 1.0, updates scaled by the parameter RMS floored at
+1e-3, no momentum, eps 1e-30): ours `train.optimizers.adafactor`,
+HF `transformers.optimization.Adafactor(scale_parameter=True,
+relative_step=False, decay_rate=-0.8, clip_threshold=1.0, beta1=None)`. What
+differs: HF factors the second moments of every matrix, T5X/optax only of
+matrices with both sides >= 128 (here only the 32 x 6 relative-position
+biases differ, a negligible amount of work).
 
-Ratios are against the fastest HF baseline measured in this run. The
-machine's other load moves every number; compare ratios from one run.
+Ratios: each of our rows is divided by the fastest HF row doing the same
+work (same optimizer and precision class, eager or compiled; ours with the
+float32 logits layer does more work than autocast, so that ratio is
+conservative), and separately by the fastest HF row of any configuration.
+Achieved FLOP/s = 3 x the forward pass's matrix-product FLOPs / step time,
+against the machine's peak for the row's precision: CPU count x one core's
+peak, measured in this run with one large `jnp.dot`. Numbers from other
+runs are printed only in the reference block at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 # Median s/step measured on the 2-core development machine for the same
-# setting (issue 6); printed for context, never used in the ratios.
+# setting (issue 6); printed in the reference block, never used in a ratio.
 REFERENCE_SECONDS_PER_STEP = {
     "T5X trainer (packed, bf16 activations, Adafactor)": 3.38,
     "HF + PyTorch float32 AdamW": 2.85,
     "HF + PyTorch float32 Adafactor": 2.71,
     "HF + PyTorch bf16 autocast AdamW": 1.90,
+    "HF + PyTorch bf16 autocast AdamW, torch.compile": 1.83,
 }
+
+OPTIMIZERS = ("adafactor", "adamw")
+PRECISIONS = ("float32", "bfloat16", "bfloat16+logits")  # ours; HF: float32, bfloat16
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+  """One row of the grid."""
+  name: str
+  side: str            # "ours" | "hf"
+  optimizer: str       # "adafactor" | "adamw"
+  precision: str       # ours: PRECISIONS; hf: "float32" | "bfloat16"
+  compiled: bool = False       # HF: torch.compile
+  fast_paths: str = "auto"     # ours: cot_distill.fast_paths mode
+
+  @property
+  def precision_class(self) -> str:
+    return "float32" if self.precision == "float32" else "bfloat16"
+
+
+def _split(text: str) -> list[str]:
+  return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def grid(args: argparse.Namespace, *, with_hf: bool = True) -> list[System]:
+  """The rows this invocation times, in order (ours first, then HF)."""
+  optimizers, precisions = _split(args.optimizers), _split(args.precisions)
+  for value in optimizers:
+    if value not in OPTIMIZERS:
+      raise ValueError(f"--optimizers: {value!r} is not one of {', '.join(OPTIMIZERS)}")
+  for value in precisions:
+    if value not in PRECISIONS:
+      raise ValueError(f"--precisions: {value!r} is not one of {', '.join(PRECISIONS)}")
+  systems = [System(f"ours {optimizer} {precision}", "ours", optimizer, precision)
+             for optimizer in optimizers for precision in precisions]
+  if args.fast_paths_off:
+    optimizer, _, precision = args.fast_paths_off.partition("/")
+    if optimizer not in OPTIMIZERS or precision not in PRECISIONS:
+      raise ValueError(f"--fast-paths-off: expected OPTIMIZER/PRECISION, got "
+                       f"{args.fast_paths_off!r}")
+    systems.append(System(f"ours {optimizer} {precision} fast-paths-off", "ours",
+                          optimizer, precision, fast_paths="off"))
+  if with_hf and not args.no_baseline:
+    hf_precisions = sorted({("float32" if p == "float32" else "bfloat16") for p in precisions},
+                           key=("float32", "bfloat16").index)
+    for optimizer in optimizers:
+      for precision in hf_precisions:
+        label = "float32" if precision == "float32" else "bf16-autocast"
+        systems.append(System(f"HF {optimizer} {label}", "hf", optimizer, precision))
+    for spec in _split(args.hf_compile):
+      optimizer, _, precision = spec.partition("/")
+      if optimizer not in OPTIMIZERS or precision not in ("float32", "bfloat16"):
+        raise ValueError(f"--hf-compile: expected OPTIMIZER/float32|bfloat16, got {spec!r}")
+      label = "float32" if precision == "float32" else "bf16-autocast"
+      systems.append(System(f"HF {optimizer} {label} compiled", "hf", optimizer, precision,
+                            compiled=True))
+  return systems
 
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "train", help="training step time / tokens per second vs Hugging Face",
+      "train", help="training step time / tokens per second vs Hugging Face, same work",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default="t5_1_1_small",
                       help="cot_distill.model.config name")
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--input-length", type=int, default=128)
   parser.add_argument("--target-length", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=20,
+  parser.add_argument("--steps", type=int, default=10,
                       help="timed steps per system (median reported)")
-  parser.add_argument("--warmup", type=int, default=3,
+  parser.add_argument("--warmup", type=int, default=2,
                       help="untimed steps first (compilation included)")
-  parser.add_argument("--dtypes", default="bfloat16,float32",
-                      help="activation dtypes of our step to time")
-  parser.add_argument("--logits-dtypes", default="float32,bfloat16",
-                      help="operand dtypes of the logits layer to time with bf16 "
-                           "activations (float32 is T5X's)")
-  parser.add_argument("--optimizer", choices=("adafactor", "adamw"),
-                      default="adafactor", help="our step's optimizer")
+  parser.add_argument("--optimizers", default="adafactor,adamw",
+                      help="comma list of: " + ", ".join(OPTIMIZERS))
+  parser.add_argument("--precisions", default="float32,bfloat16,bfloat16+logits",
+                      help="our precisions (comma list of: " + ", ".join(PRECISIONS)
+                      + "); HF runs float32 and/or bf16 autocast to match")
+  parser.add_argument("--fast-paths-off", default="adafactor/bfloat16+logits",
+                      metavar="OPTIMIZER/PRECISION",
+                      help="one more row of ours with cpu_fast_paths=off ('' for none)")
+  parser.add_argument("--hf-compile", default="adamw/bfloat16",
+                      metavar="OPTIMIZER/PRECISION,...",
+                      help="HF configs also timed under torch.compile ('' for none); "
+                           "compilation takes minutes on a small CPU")
+  parser.add_argument("--peak-size", type=int, default=2048,
+                      help="side of the square jnp.dot that measures the matmul peak")
   parser.add_argument("--no-baseline", action="store_true",
                       help="skip the Hugging Face + PyTorch baselines")
   parser.add_argument("--host-memory", choices=("retain", "default"), default="retain",
@@ -73,16 +160,22 @@ def register(subparsers) -> None:
 
 
 def _time_round_robin(systems: dict[str, Callable[[], None]], warmup: int,
-                      steps: int) -> dict[str, list[float]]:
+                      steps: int) -> tuple[dict[str, list[float]], dict[str, float]]:
   """Warm every system up, then time them one step each in turn.
 
   Interleaving spreads the machine's changing load evenly over the systems,
   so their ratio means something even when the absolute times drift.
+  Returns (timed steps, seconds of each system's first step, compilation
+  included).
   """
+  first = {}
   for name, step in systems.items():
     print(f"warming up {name} ({warmup} steps, compilation included)", flush=True)
-    for _ in range(warmup):
+    for index in range(max(warmup, 1)):
+      started = time.perf_counter()
       step()
+      if index == 0:
+        first[name] = time.perf_counter() - started
   times = {name: [] for name in systems}
   for round_index in range(steps):
     for name, step in systems.items():
@@ -91,7 +184,7 @@ def _time_round_robin(systems: dict[str, Callable[[], None]], warmup: int,
       times[name].append(time.perf_counter() - started)
     print(f"round {round_index + 1}/{steps}: " + ", ".join(
         f"{name} {values[-1]:.2f}s" for name, values in times.items()), flush=True)
-  return times
+  return times, first
 
 
 def _random_tokens(batch: int, length: int, seed: int, vocab: int = 32000):
@@ -99,78 +192,123 @@ def _random_tokens(batch: int, length: int, seed: int, vocab: int = 32000):
   return np.random.RandomState(seed).randint(2, vocab, (batch, length)).astype(np.int32)
 
 
-def _our_step(args, dtype: str, logits_dtype: str = "float32") -> Callable[[], None]:
-  """The trainer's compiled step, state threaded through.
+def random_batch(batch_size: int, input_length: int, target_length: int) -> dict:
+  """An unpacked host batch of real tokens (no padding), as the trainer takes it."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  targets = _random_tokens(batch_size, target_length, 1)
+  return {
+      "encoder_input_tokens": _random_tokens(batch_size, input_length, 0),
+      "decoder_target_tokens": targets,
+      "decoder_input_tokens": np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], 1),
+      "decoder_loss_weights": np.ones_like(targets, dtype=np.float32),
+  }
 
-  Each step hands the step a host batch, as the trainer does (the same
-  tokens every time, in fresh host arrays).
+
+def our_precision(precision: str) -> dict[str, str]:
+  """`get_config` overrides for one of PRECISIONS."""
+  return {"float32": {"dtype": "float32", "logits_dtype": "float32"},
+          "bfloat16": {"dtype": "bfloat16", "logits_dtype": "float32"},
+          "bfloat16+logits": {"dtype": "bfloat16", "logits_dtype": "bfloat16"}}[precision]
+
+
+def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafactor",
+                  precision: str = "bfloat16",
+                  fast_paths_mode: str = "auto") -> Callable[[], None]:
+  """The trainer's compiled step on `host_batch`, state threaded through.
+
+  Each call hands the step the host batch in fresh arrays, as the trainer
+  does; packed batches (with segment ids) are trained as packed. The
+  `cpu_fast_paths` mode is forced around construction and every call (it
+  is read while tracing).
   """
   import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  from cot_distill import fast_paths  # pylint: disable=import-outside-toplevel
   from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
   from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=import-outside-toplevel
   from cot_distill.train import data, optimizers, partitioning  # pylint: disable=import-outside-toplevel
   from cot_distill.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
 
-  model = EncoderDecoderModel(get_config(args.model, dtype=dtype, dropout_rate=0.0,
-                                         logits_dtype=logits_dtype))
-  schedule = optimizers.constant_schedule(1e-3)
-  tx = (optimizers.adafactor if args.optimizer == "adafactor" else optimizers.adamw)(schedule)
-  partitioner = partitioning.Partitioner(devices=jax.local_devices())
-  lengths = {"inputs": args.input_length, "targets": args.target_length}
-  init = functools.partial(model.get_initial_variables,
-                           input_shapes=data.model_input_shapes(lengths, args.batch_size, False))
-  shapes, specs = state_lib.abstract_state_and_specs(init, tx)
-  shardings = state_lib.state_shardings(partitioner, shapes, specs)
-  holder = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
-  targets = _random_tokens(args.batch_size, args.target_length, 1)
-  host_batch = {
-      "encoder_input_tokens": _random_tokens(args.batch_size, args.input_length, 0),
-      "decoder_target_tokens": targets,
-      "decoder_input_tokens": np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], 1),
-      "decoder_loss_weights": np.ones_like(targets, dtype=np.float32),
-  }
-  train_step = step_lib.compile_train_step(
-      loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
-      partitioner=partitioner, state_shardings=shardings, dropout=False)
+  batch_size, input_length = host_batch["encoder_input_tokens"].shape
+  lengths = {"inputs": input_length, "targets": host_batch["decoder_target_tokens"].shape[1]}
+  packed = "decoder_segment_ids" in host_batch
+  with fast_paths.forced(fast_paths_mode):
+    model = EncoderDecoderModel(get_config(model_name, dropout_rate=0.0,
+                                           **our_precision(precision)))
+    schedule = optimizers.constant_schedule(1e-3)
+    tx = (optimizers.adafactor if optimizer == "adafactor" else optimizers.adamw)(schedule)
+    partitioner = partitioning.Partitioner(devices=jax.local_devices())
+    init = functools.partial(model.get_initial_variables,
+                             input_shapes=data.model_input_shapes(lengths, batch_size, packed))
+    shapes, specs = state_lib.abstract_state_and_specs(init, tx)
+    shardings = state_lib.state_shardings(partitioner, shapes, specs)
+    holder = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
+    train_step = step_lib.compile_train_step(
+        loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
+        partitioner=partitioner, state_shardings=shardings, dropout=False)
 
   def step():
-    batch = data.to_global_batch({name: array.copy() for name, array in host_batch.items()},
-                                 partitioner, args.batch_size)
-    holder["state"], metrics = train_step(holder["state"], batch)
-    jax.block_until_ready(metrics["loss"])
+    with fast_paths.forced(fast_paths_mode):
+      batch = data.to_global_batch({name: array.copy() for name, array in host_batch.items()},
+                                   partitioner, batch_size)
+      holder["state"], metrics = train_step(holder["state"], batch)
+      jax.block_until_ready(metrics["loss"])
   return step
 
 
-def _hf_step(args, autocast: bool) -> Callable[[], None]:
+def _our_step(args, system: System) -> Callable[[], None]:
+  return make_our_step(args.model, random_batch(args.batch_size, args.input_length,
+                                                args.target_length),
+                       optimizer=system.optimizer, precision=system.precision,
+                       fast_paths_mode=system.fast_paths)
+
+
+def _hf_step(args, system: System) -> Callable[[], None]:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
+  from cot_distill.benchmarks import common  # pylint: disable=import-outside-toplevel
   from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
-  from cot_distill.model.hf_checkpoints import config_to_hf  # pylint: disable=import-outside-toplevel
 
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
-  hf_config = transformers.T5Config(**config_to_hf(get_config(args.model)))
-  hf_config.dropout_rate = 0.0
-  model = transformers.T5ForConditionalGeneration(hf_config).train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+  common.prepare_torch(os.cpu_count() or 1)
+  model = common.hf_t5(get_config(args.model, dropout_rate=0.0), seed=0).train()
+  if system.optimizer == "adamw":
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=0.0)
+  else:
+    optimizer = transformers.optimization.Adafactor(
+        model.parameters(), lr=1e-3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
+        beta1=None, weight_decay=0.0, scale_parameter=True, relative_step=False,
+        warmup_init=False)
+  forward = torch.compile(model) if system.compiled else model
+  autocast = system.precision == "bfloat16"
   inputs = torch.from_numpy(_random_tokens(args.batch_size, args.input_length, 0)).long()
   labels = torch.from_numpy(_random_tokens(args.batch_size, args.target_length, 1)).long()
 
   def step():
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-      loss = model(input_ids=inputs, labels=labels).loss
+      loss = forward(input_ids=inputs, labels=labels).loss
     loss.backward()
     optimizer.step()
   return step
 
 
-def _row(name: str, times: list[float], target_tokens: int) -> dict:
+def _row(system: System, times: list[float], first: float, target_tokens: int,
+         flops_per_step: float, peaks: dict[str, float]) -> dict:
   median = statistics.median(times)
-  return {"name": name, "median": median, "tokens_per_second": target_tokens / median,
-          "min": min(times), "max": max(times), "steps": len(times)}
+  return {"system": system, "name": system.name, "median": median,
+          "tokens_per_second": target_tokens / median, "min": min(times),
+          "max": max(times), "steps": len(times), "first": first,
+          "flops_per_second": flops_per_step / median,
+          "of_peak": flops_per_step / median / peaks[system.precision_class]}
+
+
+def same_work_partner(system: System, hf_rows: list[dict]) -> dict | None:
+  """The fastest HF row with the same optimizer and precision class (eager or compiled)."""
+  candidates = [row for row in hf_rows
+                if row["system"].optimizer == system.optimizer
+                and row["system"].precision_class == system.precision_class]
+  return min(candidates, key=lambda row: row["median"]) if candidates else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,53 +324,77 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+  from cot_distill.benchmarks import common  # pylint: disable=import-outside-toplevel
+  from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
   target_tokens = args.batch_size * args.target_length
-  systems = {}
-  logits_dtypes = [d.strip() for d in args.logits_dtypes.split(",") if d.strip()]
-  for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-    for logits_dtype in (logits_dtypes if dtype != "float32" else ["float32"]):
-      name = f"ours ({args.optimizer}, {dtype} activations"
-      name += f", {logits_dtype} logits)" if logits_dtype != "float32" else ")"
-      systems[name] = _our_step(args, dtype, logits_dtype)
-  baseline_names = []
-  if not args.no_baseline:
+  with_hf = not args.no_baseline
+  if with_hf:
     try:
       import torch  # pylint: disable=import-outside-toplevel,unused-import
       import transformers  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
       print("torch/transformers not installed: no same-run baseline")
-    else:
-      for name, autocast in (("hf-fp32 (AdamW)", False),
-                             ("hf-bf16 autocast (AdamW)", True)):
-        systems[name] = _hf_step(args, autocast)
-        baseline_names.append(name)
-  times = _time_round_robin(systems, args.warmup, args.steps)
-  rows = [_row(name, values, target_tokens) for name, values in times.items()
-          if name not in baseline_names]
-  baselines = [_row(name, times[name], target_tokens) for name in baseline_names]
-  _print(args, rows, baselines, target_tokens)
+      with_hf = False
+  systems = grid(args, with_hf=with_hf)
+  config = get_config(args.model)
+  flops_per_step = 3 * common.forward_matmul_flops(
+      config, batch_size=args.batch_size, input_length=args.input_length,
+      target_length=args.target_length)
+  # The peak first, while nothing else of ours runs.
+  core_peaks, how = common.single_core_matmul_peak(("float32", "bfloat16"), args.peak_size)
+  cores = os.cpu_count() or 1
+  peaks = {dtype: cores * value for dtype, value in core_peaks.items()}
+  steps = {}
+  for system in systems:
+    steps[system.name] = (_our_step if system.side == "ours" else _hf_step)(args, system)
+  times, first = _time_round_robin(steps, args.warmup, args.steps)
+  rows = [_row(system, times[system.name], first[system.name], target_tokens,
+               flops_per_step, peaks) for system in systems]
+  _print(args, rows, target_tokens, flops_per_step, core_peaks, peaks, how)
   return 0
 
 
-def _print(args, rows, baselines, target_tokens) -> None:
+def _print(args, rows, target_tokens, flops_per_step, core_peaks, peaks, how) -> None:
   import jax  # pylint: disable=import-outside-toplevel
-  print(f"T5 config {args.model}, batch {args.batch_size}, {args.input_length} input / "
+  print(f"\nT5 config {args.model}, batch {args.batch_size}, {args.input_length} input / "
         f"{args.target_length} target tokens ({target_tokens} target tokens/step); "
         f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; "
-        f"CPUs: {os.cpu_count()}; median of {args.steps} round-robin steps after "
-        f"{args.warmup} warm-up; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-  # Ratios = fastest HF time / this system's time (> 1: faster than HF), by
-  # median and by best step (the best step is the least disturbed by load).
-  fastest = min(baselines, key=lambda row: row["median"]) if baselines else None
-  fastest_min = min(row["min"] for row in baselines) if baselines else None
-  print(f"{'system':56s} {'s/step':>7s} {'min':>7s} {'max':>7s} {'tok/s':>7s} "
-        f"{'tok/s@min':>9s} {'vs HF':>6s} {'@min':>6s}")
-  for row in rows + baselines:
-    ratio = f"{fastest['median'] / row['median']:.2f}x" if fastest else "-"
-    ratio_min = f"{fastest_min / row['min']:.2f}x" if fastest else "-"
-    print(f"{row['name']:56s} {row['median']:7.3f} {row['min']:7.3f} {row['max']:7.3f} "
-          f"{row['tokens_per_second']:7.1f} {target_tokens / row['min']:9.1f} "
-          f"{ratio:>6s} {ratio_min:>6s}")
-  print("reference (issue 6, same setting on the 2-core machine, not this run):")
-  for name, seconds in REFERENCE_SECONDS_PER_STEP.items():
-    print(f"  {name:52s} {seconds:5.2f} s/step  {1024 / seconds:6.1f} tok/s")
+        f"CPUs: {os.cpu_count()}; load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; median of {args.steps} "
+        f"round-robin steps after {args.warmup} warm-up; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  print(f"matmul peak ({how}): one core float32 {core_peaks['float32'] / 1e9:.1f} GFLOP/s, "
+        f"bfloat16 {core_peaks['bfloat16'] / 1e9:.1f} GFLOP/s; x {os.cpu_count()} CPUs = "
+        f"float32 {peaks['float32'] / 1e9:.1f}, bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
+  print(f"work: {flops_per_step / 1e9:.4g} GFLOP per step (3 x the forward pass's matrix "
+        f"products); of peak = achieved / the peak of the row's precision")
+  hf_rows = [row for row in rows if row["system"].side == "hf"]
+  fastest = min(hf_rows, key=lambda row: row["median"]) if hf_rows else None
+  print(f"\n{'system':44s} {'s/step':>7s} {'min':>7s} {'max':>7s} {'tok/s':>7s} "
+        f"{'1st step':>8s} {'GFLOP/s':>8s} {'of peak':>7s}")
+  for row in rows:
+    print(f"{row['name']:44s} {row['median']:7.3f} {row['min']:7.3f} {row['max']:7.3f} "
+          f"{row['tokens_per_second']:7.1f} {row['first']:8.1f} "
+          f"{row['flops_per_second'] / 1e9:8.1f} {row['of_peak']:7.1%}")
+  if not hf_rows:
+    return
+  print("\n'1st step' includes compilation (XLA for ours, torch.compile for compiled HF).")
+  print("ratios (HF median / ours median; > 1: ours faster), same run:")
+  print(f"{'ours':44s} {'vs same work':>12s}  {'(HF row)':34s} {'vs fastest HF':>13s}")
+  for row in rows:
+    if row["system"].side != "ours":
+      continue
+    partner = same_work_partner(row["system"], hf_rows)
+    same = f"{partner['median'] / row['median']:.2f}x" if partner else "-"
+    note = f"({partner['name']})" if partner else ""
+    if partner and row["system"].precision == "bfloat16":
+      note += " *"
+    print(f"{row['name']:44s} {same:>12s}  {note:34s} "
+          f"{fastest['median'] / row['median']:12.2f}x")
+  print(f"fastest HF row of any configuration: {fastest['name']} ({fastest['median']:.3f} s)")
+  print("* ours with T5X's float32 logits layer does more work than autocast's bf16 lm_head.")
+  from cot_distill.benchmarks import common  # pylint: disable=import-outside-toplevel
+  common.print_reference(
+      "issue 6, same setting on the 2-core machine",
+      [f"{name:52s} {seconds:5.2f} s/step  {1024 / seconds:6.1f} tok/s"
+       for name, seconds in REFERENCE_SECONDS_PER_STEP.items()])

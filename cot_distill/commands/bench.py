@@ -20,9 +20,11 @@ SMOKE_DEFAULTS = {
     "annotate": {"requests": 64, "concurrency": 8, "latency_ms": 5.0},
     "seqio": {"batch_size": 4, "inputs_length": 512, "targets_length": 512, "examples": 16},
     "decode": {"config": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
-               "new_tokens": 4, "repeats": 1, "uncached_repeats": 0},
+               "new_tokens": 4, "repeats": 1, "uncached_repeats": 0, "hf_compiled": ""},
     "train": {"model": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
-              "target_length": 8, "steps": 1, "warmup": 1},
+              "target_length": 8, "steps": 1, "warmup": 1,
+              # torch.compile takes over 20 s even for the tiny model.
+              "hf_compile": "", "peak_size": 256},
     "collectives": {"programs": "train", "variants": "off"},
 }
 
