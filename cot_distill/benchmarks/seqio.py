@@ -13,13 +13,17 @@ Each pass repeats the data (num_epochs=None) and times a fixed number of
 examples after one warm-up batch (256 examples, or one packed batch). Packed
 examples are counted as segments.
 
-The trainer consumes TARGET positions: batch x target length per step. At
-T5 1.1 small the reference is --trainer-target-tokens-per-second (default
-650, the trainer's CPU figure; pass --trainer-step-seconds with the measured
-step time of your run instead). Needed examples/s = packed rows/s the
-trainer eats x examples per packed row (measured here); the ratio
-pipeline/needed says how much headroom the input pipeline has (> 1: the
-trainer, not the data, is the bottleneck).
+The trainer consumes TARGET positions: batch x target length per step,
+measured in the same run: the trainer's own compiled step
+(`benchmarks.train.make_our_step`: --trainer-model, Adafactor, bf16
+activations, as `cot-distill train` on CPU) runs on one of the packed
+batches just produced, one warm-up step (compilation) and
+--trainer-steps timed steps, median. (--trainer-step-seconds replaces the
+measurement with a given figure, said so in the output.) Needed examples/s
+= packed rows/s the trainer eats x examples per packed row (measured here);
+the ratio pipeline/needed says how much headroom the input pipeline has
+(> 1: the trainer, not the data, is the bottleneck). Figures from other
+runs appear only in the reference block.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import os
 import tempfile
 import time
 
-DEFAULT_TRAINER_TOKENS_PER_SECOND = 650.0
+# The trainer's CPU figure from another run (T5 1.1 small, batch 8,
+# 128/128); printed in the reference block, never used in the ratio.
+REFERENCE_TRAINER_TOKENS_PER_SECOND = 650.0
 
 
 def register(subparsers) -> None:
@@ -47,10 +53,15 @@ def register(subparsers) -> None:
   parser.add_argument("--targets-length", type=int, default=128)
   parser.add_argument("--examples", type=int, default=4096,
                       help="examples timed per pass (after one warm-up batch)")
-  parser.add_argument("--trainer-target-tokens-per-second", type=float,
-                      default=DEFAULT_TRAINER_TOKENS_PER_SECOND)
+  parser.add_argument("--trainer-model", default="t5_1_1_small",
+                      help="model of the trainer step measured in this run")
+  parser.add_argument("--trainer-precision", default="bfloat16",
+                      choices=("float32", "bfloat16", "bfloat16+logits"))
+  parser.add_argument("--trainer-steps", type=int, default=2,
+                      help="timed trainer steps (after one warm-up step)")
   parser.add_argument("--trainer-step-seconds", type=float, default=None,
-                      help="measured trainer step time; overrides the tokens/s reference")
+                      help="a step time measured elsewhere, used instead of measuring "
+                           "the trainer in this run")
   parser.set_defaults(func=run)
 
 
@@ -123,12 +134,15 @@ def run(args) -> int:
                .as_numpy_iterator())
 
   if args.trainer_step_seconds:
-    trainer_tokens = args.batch_size * args.targets_length / args.trainer_step_seconds
-    reference = (f"measured step {args.trainer_step_seconds:g} s x {args.batch_size} x "
-                 f"{args.targets_length}")
+    step_seconds = args.trainer_step_seconds
+    reference = (f"given step {step_seconds:g} s x {args.batch_size} x "
+                 f"{args.targets_length}, not measured in this run")
   else:
-    trainer_tokens = args.trainer_target_tokens_per_second
-    reference = "stated T5 1.1 small trainer reference"
+    step_seconds = measure_trainer_step(args, stats[0])
+    reference = (f"measured in this run: {args.trainer_model} {args.trainer_precision} "
+                 f"Adafactor step on a packed batch, median {step_seconds:.3f} s x "
+                 f"{args.batch_size} x {args.targets_length}")
+  trainer_tokens = args.batch_size * args.targets_length / step_seconds
   needed = trainer_tokens / args.targets_length * per_row
 
   print(f"records: {records if args.records else 'GSM8K train gold solutions'} "
@@ -147,4 +161,33 @@ def run(args) -> int:
   print(f"trainer: {trainer_tokens:.0f} target positions/s ({reference}) = "
         f"{trainer_tokens / args.targets_length:.2f} rows/s = {needed:.1f} examples/s needed")
   print(f"ratio pipeline/trainer: {packed_rate / needed:.1f}x")
+  from cot_distill.benchmarks import common  # pylint: disable=g-import-not-at-top
+  common.print_reference("issue 6", [
+      f"trainer, T5 1.1 small on CPU: {REFERENCE_TRAINER_TOKENS_PER_SECOND:.0f} target "
+      "tokens/s"])
   return 0
+
+
+def measure_trainer_step(args, packed_batch) -> float:
+  """Median seconds of the trainer's compiled step on one packed batch from this run."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  from cot_distill import cpu_runtime  # pylint: disable=g-import-not-at-top
+  from cot_distill.benchmarks import train  # pylint: disable=g-import-not-at-top
+  cpu_runtime.prefer_synchronous_dispatch()  # as `cot-distill train` runs on CPU
+  with cpu_runtime.retained_memory():
+    return _time_trainer_step(args, packed_batch, train)
+
+
+def _time_trainer_step(args, packed_batch, train) -> float:
+  import statistics  # pylint: disable=g-import-not-at-top
+  step = train.make_our_step(args.trainer_model, dict(packed_batch), optimizer="adafactor",
+                             precision=args.trainer_precision)
+  print(f"trainer: timing {args.trainer_model} on a packed batch of {args.batch_size} "
+        f"(1 warm-up step, compilation included, then {args.trainer_steps})", flush=True)
+  step()
+  times = []
+  for _ in range(max(args.trainer_steps, 1)):
+    started = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - started)
+  return statistics.median(times)

@@ -237,7 +237,10 @@ def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafac
                                            **our_precision(precision)))
     schedule = optimizers.constant_schedule(1e-3)
     tx = (optimizers.adafactor if optimizer == "adafactor" else optimizers.adamw)(schedule)
-    partitioner = partitioning.Partitioner(devices=jax.local_devices())
+    # Data parallel over as many local devices as divide the batch.
+    devices = jax.local_devices()
+    count = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+    partitioner = partitioning.Partitioner(devices=devices[:count])
     init = functools.partial(model.get_initial_variables,
                              input_shapes=data.model_input_shapes(lengths, batch_size, packed))
     shapes, specs = state_lib.abstract_state_and_specs(init, tx)

@@ -18,7 +18,8 @@ BENCHMARK_MODULES = ("annotate", "seqio", "decode", "train", "collectives")
 SMOKE_ENV = "COT_DISTILL_BENCH_SMOKE"
 SMOKE_DEFAULTS = {
     "annotate": {"requests": 64, "concurrency": 8, "latency_ms": 5.0},
-    "seqio": {"batch_size": 4, "inputs_length": 512, "targets_length": 512, "examples": 16},
+    "seqio": {"batch_size": 4, "inputs_length": 512, "targets_length": 512, "examples": 16,
+              "trainer_model": "t5_1_1_tiny", "trainer_steps": 1},
     "decode": {"config": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
                "new_tokens": 4, "repeats": 1, "uncached_repeats": 0, "hf_compiled": ""},
     "train": {"model": "t5_1_1_tiny", "batch_size": 2, "input_length": 8,
