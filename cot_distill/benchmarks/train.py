@@ -34,6 +34,10 @@ differs: HF factors the second moments of every matrix, T5X/optax only of
 matrices with both sides >= 128 (here only the 32 x 6 relative-position
 biases differ, a negligible amount of work).
 
+Rows with the same optimizer share one set of weights and optimizer state
+(ours: one train state per optimizer; HF: one model, one optimizer per kind),
+so the grid fits a small machine's memory; the values do not change the work.
+
 Ratios: each of our rows is divided by the fastest HF row doing the same
 work (same optimizer and precision class, eager or compiled; ours with the
 float32 logits layer does more work than autocast, so that ratio is
@@ -52,7 +56,7 @@ import dataclasses
 import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Callable
 
 # Median s/step measured on the 2-core development machine for the same
 # setting (issue 6); printed in the reference block, never used in a ratio.
@@ -212,14 +216,16 @@ def our_precision(precision: str) -> dict[str, str]:
 
 
 def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafactor",
-                  precision: str = "bfloat16",
-                  fast_paths_mode: str = "auto") -> Callable[[], None]:
+                  precision: str = "bfloat16", fast_paths_mode: str = "auto",
+                  shared_states: dict | None = None) -> Callable[[], None]:
   """The trainer's compiled step on `host_batch`, state threaded through.
 
   Each call hands the step the host batch in fresh arrays, as the trainer
   does; packed batches (with segment ids) are trained as packed. The
   `cpu_fast_paths` mode is forced around construction and every call (it
-  is read while tracing).
+  is read while tracing). Steps given the same `shared_states` dict share
+  one train state per optimizer and state layout (the values do not change
+  the work; a small machine cannot hold one state per row).
   """
   import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
@@ -245,7 +251,11 @@ def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafac
                              input_shapes=data.model_input_shapes(lengths, batch_size, packed))
     shapes, specs = state_lib.abstract_state_and_specs(init, tx)
     shardings = state_lib.state_shardings(partitioner, shapes, specs)
-    holder = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
+    layout = (optimizer, str(jax.tree_util.tree_map(lambda s: (s.shape, s.dtype), shapes)))
+    states = shared_states if shared_states is not None else {}
+    if layout not in states:
+      states[layout] = {"state": state_lib.create_train_state(init, tx, shardings, seed=0)}
+    holder = states[layout]
     train_step = step_lib.compile_train_step(
         loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
         partitioner=partitioner, state_shardings=shardings, dropout=False)
@@ -259,30 +269,38 @@ def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafac
   return step
 
 
-def _our_step(args, system: System) -> Callable[[], None]:
+def _our_step(args, system: System, shared: dict) -> Callable[[], None]:
   return make_our_step(args.model, random_batch(args.batch_size, args.input_length,
                                                 args.target_length),
                        optimizer=system.optimizer, precision=system.precision,
-                       fast_paths_mode=system.fast_paths)
+                       fast_paths_mode=system.fast_paths,
+                       shared_states=shared.setdefault("ours", {}))
 
 
-def _hf_step(args, system: System) -> Callable[[], None]:
+def _hf_step(args, system: System, shared: dict) -> Callable[[], None]:
+  """One HF row. Rows share one model, one optimizer per kind, one compiled model."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   from cot_distill.benchmarks import common  # pylint: disable=import-outside-toplevel
   from cot_distill.model.config import get_config  # pylint: disable=import-outside-toplevel
 
   common.prepare_torch(os.cpu_count() or 1)
-  model = common.hf_t5(get_config(args.model, dropout_rate=0.0), seed=0).train()
-  if system.optimizer == "adamw":
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=0.0)
-  else:
-    optimizer = transformers.optimization.Adafactor(
-        model.parameters(), lr=1e-3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
-        beta1=None, weight_decay=0.0, scale_parameter=True, relative_step=False,
-        warmup_init=False)
-  forward = torch.compile(model) if system.compiled else model
+  if "hf" not in shared:
+    shared["hf"] = common.hf_t5(get_config(args.model, dropout_rate=0.0), seed=0).train()
+  model = shared["hf"]
+  if ("hf", system.optimizer) not in shared:
+    if system.optimizer == "adamw":
+      shared[("hf", "adamw")] = torch.optim.AdamW(
+          model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    else:
+      shared[("hf", "adafactor")] = transformers.optimization.Adafactor(
+          model.parameters(), lr=1e-3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
+          beta1=None, weight_decay=0.0, scale_parameter=True, relative_step=False,
+          warmup_init=False)
+  optimizer = shared[("hf", system.optimizer)]
+  if system.compiled and "hf compiled" not in shared:
+    shared["hf compiled"] = torch.compile(model)
+  forward = shared["hf compiled"] if system.compiled else model
   autocast = system.precision == "bfloat16"
   inputs = torch.from_numpy(_random_tokens(args.batch_size, args.input_length, 0)).long()
   labels = torch.from_numpy(_random_tokens(args.batch_size, args.target_length, 1)).long()
@@ -347,9 +365,9 @@ def _run(args: argparse.Namespace) -> int:
   core_peaks, how = common.single_core_matmul_peak(("float32", "bfloat16"), args.peak_size)
   cores = os.cpu_count() or 1
   peaks = {dtype: cores * value for dtype, value in core_peaks.items()}
-  steps = {}
+  steps, shared = {}, {}
   for system in systems:
-    steps[system.name] = (_our_step if system.side == "ours" else _hf_step)(args, system)
+    steps[system.name] = (_our_step if system.side == "ours" else _hf_step)(args, system, shared)
   times, first = _time_round_robin(steps, args.warmup, args.steps)
   rows = [_row(system, times[system.name], first[system.name], target_tokens,
                flops_per_step, peaks) for system in systems]
