@@ -27,7 +27,8 @@ REQUIRE_SHARED_ENV = "COT_DISTILL_REQUIRE_SHARED"
 MISSING_SHARED = (
     f"needs the shared benchmark files and T5X fixture at {SHARED} (not in this "
     "clone): put them there or set COT_DISTILL_SHARED; `cot-distill datasets "
-    "download --data-dir DIR` fetches the benchmark files")
+    "download all --data-dir DIR` fetches the benchmark files (T5's vocabulary "
+    "ships in the package)")
 
 
 def require_shared() -> pathlib.Path:
@@ -64,3 +65,19 @@ def spm_path() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def t5x_tiny_dir(shared_dir) -> pathlib.Path:
   return shared_dir / "fixtures" / "t5x_tiny"
+
+
+def pytest_terminal_summary(terminalreporter):
+  """One line per skip reason (pytest's -ra prints one per test location).
+
+  A clone without ../shared skips some hundred tests for one reason; a user
+  should read that reason once, with what to do about it.
+  """
+  reasons: dict[str, int] = {}
+  for report in terminalreporter.stats.get("skipped", []):
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    reasons[reason] = reasons.get(reason, 0) + 1
+  for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+    terminalreporter.write_line(f"SKIPPED {count} test(s): {reason}")

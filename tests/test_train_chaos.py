@@ -41,19 +41,7 @@ STEPS = 6
 
 
 def _flags(model_dir, train_steps: int = STEPS, *extra: str) -> list[str]:
-  return [
-      "--gin_file=gin/models/t5_1_1_tiny.gin",
-      "--gin_file=gin/runs/finetune_cot.gin",
-      f"--gin.MIXTURE_OR_TASK_NAME='{train_testing.COT_TASK}'",
-      f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.TRAIN_STEPS={train_steps}",
-      "--gin.BATCH_SIZE=8",
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}",
-      "--gin.LOG_EVERY_STEPS=1",
-      "--gin.DROPOUT_RATE=0.1",
-      "--gin_bindings=checkpoints.CheckpointConfig.save_every_steps = 2",
-      *extra,
-  ]
+  return train_testing.cli_flags(model_dir, train_steps, save_every_steps=2, extra=extra)
 
 
 def _train(model_dir, train_steps: int = STEPS, *extra: str) -> int:

@@ -12,7 +12,6 @@ import pytest
 
 from cot_distill.model import checkpoints as model_checkpoints
 from cot_distill.train import checkpoints
-from cot_distill.train import data
 from cot_distill.train import initial_checkpoint
 from cot_distill.train import optimizers
 from cot_distill.train import partitioning
@@ -20,9 +19,7 @@ from cot_distill.train import state as state_lib
 
 import train_testing
 
-POSITION = data.DataPosition(
-    mixture_or_task_name="toy", task_feature_lengths={"inputs": 16, "targets": 8},
-    batch_size=8, seed=0, pack=False, steps_consumed=0)
+POSITION = train_testing.TOY_POSITION
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,6 +6,7 @@ import jax
 import pytest
 
 from cot_distill import cli
+from cot_distill import errors
 from cot_distill.commands import train as train_command
 from cot_distill.train import multihost
 
@@ -42,7 +43,7 @@ def test_module_entry_has_the_same_flags():
 def test_run_without_gin_files_says_what_to_give():
   parser = train_command.GinFlagParser()
   train_command.add_arguments(parser)
-  with pytest.raises(SystemExit, match="--gin_file"):
+  with pytest.raises(errors.UserError, match="--gin_file"):
     train_command.run(parser.parse_args([]))
 
 

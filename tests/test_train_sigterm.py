@@ -29,18 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flags(model_dir, train_steps: int) -> list[str]:
-  return [
-      "--gin_file=gin/models/t5_1_1_tiny.gin",
-      "--gin_file=gin/runs/finetune_cot.gin",
-      f"--gin.MIXTURE_OR_TASK_NAME='{train_testing.COT_TASK}'",
-      f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.TRAIN_STEPS={train_steps}",
-      "--gin.BATCH_SIZE=8",
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}",
-      "--gin.DROPOUT_RATE=0.1",
-      "--gin_bindings=trainer.train.log_every_steps = 1",
-      "--gin_bindings=checkpoints.CheckpointConfig.save_every_steps = 1000",
-  ]
+  return train_testing.cli_flags(model_dir, train_steps)
 
 
 def _wait_for_step(model_dir, process, timeout: float = 400) -> None:

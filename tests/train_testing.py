@@ -19,6 +19,28 @@ from cot_distill.train import state as state_lib
 VOCAB = 384
 # Registered by cot_distill_tasks from the symbolic generator (no files).
 COT_TASK = "cot_distill.coin_flip_gen.gold.cot"
+# A data position for checkpoint tests that never read the task.
+TOY_POSITION = data.DataPosition(
+    mixture_or_task_name="toy", task_feature_lengths={"inputs": 16, "targets": 8},
+    batch_size=8, seed=0, pack=False, steps_consumed=0)
+
+
+def cli_flags(model_dir, train_steps: int, *, log_every_steps: int = 1,
+              save_every_steps: int = 1000, extra: tuple[str, ...] = ()) -> list[str]:
+  """`python -m cot_distill.train` flags for a tiny run of COT_TASK."""
+  return [
+      "--gin_file=gin/models/t5_1_1_tiny.gin",
+      "--gin_file=gin/runs/finetune_cot.gin",
+      f"--gin.MIXTURE_OR_TASK_NAME='{COT_TASK}'",
+      f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.TRAIN_STEPS={train_steps}",
+      "--gin.BATCH_SIZE=8",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}",
+      "--gin.DROPOUT_RATE=0.1",
+      f"--gin.LOG_EVERY_STEPS={log_every_steps}",
+      f"--gin_bindings=checkpoints.CheckpointConfig.save_every_steps = {save_every_steps}",
+      *extra,
+  ]
 ANSWER_ONLY_TASK = "cot_distill.coin_flip_gen.gold.answer_only"
 EVAL_TASK = "cot_distill.eval.coin_flip_gen.test"
 
