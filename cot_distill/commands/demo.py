@@ -27,6 +27,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
   from cot_distill import cpu_runtime, demo  # pylint: disable=g-import-not-at-top
   cpu_runtime.prefer_synchronous_dispatch()
+  from cot_distill import console  # pylint: disable=import-outside-toplevel
+  console.report_backends()
   tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
   unknown = [t for t in tasks if t not in demo.TASKS]
   if unknown:
