@@ -44,17 +44,18 @@ class _ChatterFilter(logging.Filter):
 
 def configure_logging(verbose: bool = False) -> None:
   """Root logging for a command; quiets library chatter unless verbose."""
+  # Like basicConfig: a host program's (or test runner's) handlers are kept.
   logging.basicConfig(
-      level=logging.DEBUG if verbose else logging.INFO,
-      format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-      datefmt="%H:%M:%S", force=True)
+      format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
   if verbose:
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   for name, level in _QUIET_LOGGERS.items():
     logging.getLogger(name).setLevel(level)
   for handler in logging.getLogger().handlers:
-    handler.addFilter(_ChatterFilter())
+    if not any(isinstance(f, _ChatterFilter) for f in handler.filters):
+      handler.addFilter(_ChatterFilter())
 
 
 @contextlib.contextmanager
