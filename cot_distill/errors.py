@@ -19,3 +19,10 @@ class UserError(Exception):
   The message is the whole explanation: what is wrong, where (file, line,
   field, flag) and what to do instead.
   """
+
+
+class ConfigurationError(UserError, ValueError):
+  """A configuration that cannot work (batch size vs mesh, lengths vs data).
+
+  Also a ValueError, so library callers that catch ValueError keep working.
+  """

@@ -70,7 +70,7 @@ def macro_bindings(flags: Sequence[str]) -> list[str]:
   for flag in flags:
     name, separator, value = flag[len(_GIN_MACRO_FLAG):].partition("=")
     if not separator or not name:
-      raise ValueError(f"{flag}: write gin macro flags as --gin.NAME=VALUE")
+      raise errors.ConfigurationError(f"{flag}: write gin macro flags as --gin.NAME=VALUE")
     bindings.append(f"{name} = {value}")
   return bindings
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import seqio
 
+from cot_distill import errors
 from cot_distill.train import partitioning
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens",
@@ -88,7 +89,7 @@ def require_examples(*, mixture_or_task_name: str,
       use_cached=use_cached, shuffle=False, num_epochs=1)
   for _ in dataset.take(1):
     return
-  raise ValueError(
+  raise errors.ConfigurationError(
       f"task {mixture_or_task_name!r} split {split!r} yields no examples with "
       f"task_feature_lengths={dict(task_feature_lengths)}: every example was "
       "filtered out (training tasks drop examples longer than the feature "

@@ -27,6 +27,8 @@ import seqio
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cot_distill import errors
+
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
@@ -87,7 +89,7 @@ def create_mesh(num_partitions: int = 1,
   """
   devices = list(jax.devices() if devices is None else devices)
   if num_partitions < 1 or len(devices) % num_partitions:
-    raise ValueError(
+    raise errors.ConfigurationError(
         f"num_partitions={num_partitions} must divide the number of devices "
         f"({len(devices)})")
   data_size = len(devices) // num_partitions
@@ -123,10 +125,10 @@ class Partitioner:
 
   def __post_init__(self):
     if self.layout not in LAYOUT_RULES:
-      raise ValueError(f"Partitioner.layout={self.layout!r}: choose one of "
+      raise errors.ConfigurationError(f"Partitioner.layout={self.layout!r}: choose one of "
                        f"{sorted(LAYOUT_RULES)}")
     if self.layout == "data_parallel" and self.num_partitions != 1:
-      raise ValueError(
+      raise errors.ConfigurationError(
           "Partitioner: layout='data_parallel' keeps whole replicas, so "
           f"num_partitions must be 1 (got {self.num_partitions}); use "
           "layout='model_parallel' or 'fsdp' to split the model")
@@ -200,7 +202,7 @@ class Partitioner:
 
   def per_host_batch_size(self, global_batch_size: int) -> int:
     if global_batch_size % self.data_parallel_size:
-      raise ValueError(
+      raise errors.ConfigurationError(
           f"batch size {global_batch_size} must be divisible by the data "
           f"parallel size {self.data_parallel_size}")
     rows = set()
