@@ -165,11 +165,12 @@ def test_another_model_in_the_model_dir_is_refused_before_writing(env, capsys):
 
 
 @pytest.mark.slow
-def test_a_finished_run_says_so(env, capfd):
+def test_a_finished_run_says_so(env, caplog):
   model_dir = env["root"] / "straight"
   config_time = os.path.getmtime(model_dir / "config.gin")
-  assert _train(model_dir) == 0
-  printed = "".join(capfd.readouterr())  # the CLI's log handler writes there
+  with caplog.at_level(logging.INFO):
+    assert _train(model_dir) == 0
+  printed = caplog.text
   assert "is already finished" in printed, printed[-2000:]
   assert "training steps 7..6" not in printed
   assert os.path.getmtime(model_dir / "config.gin") == config_time
