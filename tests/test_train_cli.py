@@ -92,3 +92,44 @@ def test_bench_train_runs_and_prints_same_run_ratios(capsys):
     assert row in output
   assert "(64 target tokens/step)" in output
   assert "host memory: " in output  # the policy in effect is printed
+
+
+_DISPATCH_PROBE = """
+import contextlib, json, sys
+from cot_distill import cpu_runtime
+from cot_distill.commands import train
+
+@contextlib.contextmanager
+def report_and_stop():
+  import jax
+  print(json.dumps({"async": jax.config.values["jax_cpu_enable_async_dispatch"]}))
+  raise SystemExit(0)
+  yield  # pragma: no cover
+
+cpu_runtime.retained_memory = report_and_stop  # stops before any training
+train.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("setting, asynchronous", [("auto", False), ("off", True)])
+def test_dispatch_mode_follows_the_gin_fast_paths_setting(tmp_path, setting, asynchronous):
+  """`cpu_fast_paths=off` in gin means no CPU-only process settings at all:
+  the entry point reads gin before it chooses JAX's dispatch mode."""
+  import json
+  import os
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
+  env.pop("COT_DISTILL_RETAIN_HOST_MEMORY", None)
+  result = subprocess.run(
+      [sys.executable, "-c", _DISPATCH_PROBE,
+       "--gin_file=gin/models/t5_1_1_tiny.gin", "--gin_file=gin/runs/finetune_cot.gin",
+       f"--gin.MODEL_DIR='{tmp_path}'",
+       "--gin.MIXTURE_OR_TASK_NAME='cot_distill.coin_flip_gen.gold.cot'",
+       f"--gin_bindings=fast_paths.setting.cpu_fast_paths = '{setting}'"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  probe = json.loads(result.stdout.strip().splitlines()[-1])
+  assert probe == {"async": asynchronous}

@@ -139,26 +139,29 @@ def check_task_name() -> None:
 def run(args: argparse.Namespace) -> int:
   for handler in logging.getLogger().handlers:
     handler.addFilter(_LibraryChatterFilter())
+  if not args.gin_file:
+    raise errors.UserError(
+        "cot-distill train: give at least one --gin_file (e.g. "
+        "--gin_file=gin/models/t5_1_1_tiny.gin --gin_file=gin/runs/finetune_cot.gin)")
+  import gin  # pylint: disable=import-outside-toplevel
   from cot_distill import cpu_runtime  # pylint: disable=import-outside-toplevel
+  from cot_distill.train import trainer  # pylint: disable=import-outside-toplevel
+  # Gin first: it only imports modules and binds values (no JAX backend
+  # starts), and the process-wide CPU settings below read its
+  # `cpu_fast_paths`, so a config that turns the fast paths off also keeps
+  # JAX's default asynchronous dispatch.
+  parse_gin(args.gin_file,
+            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
+             *environment_bindings()],
+            [path for path in args.gin_search_paths.split(",") if path])
+  check_task_name()
   cpu_runtime.prefer_synchronous_dispatch()
   from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
   multihost.initialize(args.coordinator_address, args.num_processes,
                        args.process_id)
   from cot_distill import console  # pylint: disable=import-outside-toplevel
   console.report_backends()
-  import gin  # pylint: disable=import-outside-toplevel
-  from cot_distill.train import trainer  # pylint: disable=import-outside-toplevel
-  if not args.gin_file:
-    raise errors.UserError(
-        "cot-distill train: give at least one --gin_file (e.g. "
-        "--gin_file=gin/models/t5_1_1_tiny.gin --gin_file=gin/runs/finetune_cot.gin)")
-  parse_gin(args.gin_file,
-            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
-             *environment_bindings()],
-            [path for path in args.gin_search_paths.split(",") if path])
-  check_task_name()
-  # Process-wide, so made here and not by the library (after gin: it reads
-  # the cpu_fast_paths setting).
+  # Process-wide, so made here and not by the library.
   with cpu_runtime.retained_memory() as retained:
     if retained:
       logging.info("CPU steps reuse their host memory (cot_distill.cpu_runtime)")
