@@ -49,6 +49,10 @@ def register(subparsers) -> None:
   parser.add_argument("--uncached-repeats", type=int, default=1,
                       help="timed runs of the (slow) uncached variant; 0 skips it")
   parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
+  parser.add_argument("--profile", default="bf16+logits", metavar="PRECISION",
+                      help="after the timings, trace ours cached at this precision (float32, "
+                           "bfloat16, bf16+logits) and print where a batch's decoding spends "
+                           "its time ('' for none; cot_distill/benchmarks/profile.py)")
   parser.add_argument("--hf-compiled", default="float32,bfloat16",
                       help="HF dtypes also timed with a static cache and torch.compile'd "
                            "forward ('' for none; compilation takes minutes on a small CPU)")
@@ -260,7 +264,40 @@ def _run(args: argparse.Namespace) -> int:
   bandwidth = statistics.median(bandwidths) if bandwidths else measure_copy_bandwidth()
   _report(config, args, timings, outputs, bandwidth, tokens_per_batch)
   _equivalence(config, params, inputs, outputs, hf_models, args.new_tokens)
+  if args.profile:
+    _profile(args, config, params, inputs, bandwidth)
   return 0
+
+
+PROFILE_PRECISIONS = {"float32": dict(dtype="float32"), "bfloat16": dict(dtype="bfloat16"),
+                      "bf16+logits": dict(dtype="bfloat16", logits_dtype="bfloat16")}
+
+
+def _profile(args, config, params, inputs, bandwidth: float) -> None:
+  """Traces our cached greedy decoding: which operations bound it.
+
+  `predict_batch` is wrapped in one outer `jax.jit` so that the traced
+  executable and the HLO read for it are the same program (the inner jit is
+  inlined; the computation is the one the timed rows ran).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from cot_distill.benchmarks import profile  # pylint: disable=g-import-not-at-top
+  from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
+  if args.profile not in PROFILE_PRECISIONS:
+    print(f"\n--profile {args.profile!r}: choose one of {', '.join(PROFILE_PRECISIONS)}; "
+          "not profiled")
+    return
+  model = EncoderDecoderModel(config.replace(**PROFILE_PRECISIONS[args.profile]))
+  decode = jax.jit(lambda params, tokens: model.predict_batch(
+      params, {"encoder_input_tokens": tokens}, max_decode_length=args.new_tokens,
+      eos_id=None))
+  params, tokens = jax.device_put(params), jax.numpy.asarray(inputs)
+  jax.block_until_ready(decode(params, tokens))  # compile
+  profile.report(f"ours cached {args.profile}", lambda: jax.block_until_ready(
+      decode(params, tokens)), decode.lower(params, tokens).compile().as_text(),
+                 steps=2, program="decode")
+  print(f"  (copy bandwidth measured above: {bandwidth / 1e9:.1f} GB/s; "
+        f"{args.new_tokens} decoder steps per batch)")
 
 
 def variant_precision(name: str) -> str:

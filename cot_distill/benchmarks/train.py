@@ -156,6 +156,11 @@ def register(subparsers) -> None:
                            "shared with other jobs one thread can be faster")
   parser.add_argument("--peak-size", type=int, default=2048,
                       help="side of the square jnp.dot that measures the matmul peak")
+  parser.add_argument("--profile", default="adafactor/bfloat16+logits",
+                      metavar="OPTIMIZER/PRECISION",
+                      help="after the timings, trace this row of ours and print where its "
+                           "step spends its time, by kind of operation, phase and part of "
+                           "the model ('' for none; cot_distill/benchmarks/profile.py)")
   parser.add_argument("--no-baseline", action="store_true",
                       help="skip the Hugging Face + PyTorch baselines")
   parser.add_argument("--host-memory", choices=("retain", "default"), default="retain",
@@ -269,6 +274,13 @@ def make_our_step(model_name: str, host_batch: dict, *, optimizer: str = "adafac
                                    partitioner, batch_size)
       holder["state"], metrics = train_step(holder["state"], batch)
       jax.block_until_ready(metrics["loss"])
+
+  def optimized_hlo() -> str:
+    """The step's optimized HLO (the same program as the executable `step` runs)."""
+    with fast_paths.forced(fast_paths_mode):
+      batch = data.to_global_batch(dict(host_batch), partitioner, batch_size)
+      return train_step.lower(holder["state"], batch).compile().as_text()
+  step.optimized_hlo = optimized_hlo
   return step
 
 
@@ -375,7 +387,26 @@ def _run(args: argparse.Namespace) -> int:
   rows = [_row(system, times[system.name], first[system.name], target_tokens,
                flops_per_step, peaks) for system in systems]
   _print(args, rows, target_tokens, flops_per_step, core_peaks, peaks, how)
+  if args.profile:
+    _profile(args, systems, steps, peaks)
   return 0
+
+
+def _profile(args, systems: list[System], steps: dict, peaks: dict[str, float]) -> None:
+  """Traces one of our rows: which operations bound the step (module docstring of
+  `profile`); the peaks measured above give the scale for its GFLOP/s."""
+  from cot_distill.benchmarks import profile  # pylint: disable=import-outside-toplevel
+  optimizer, _, precision = args.profile.partition("/")
+  chosen = next((system for system in systems if system.side == "ours"
+                 and system.optimizer == optimizer and system.precision == precision
+                 and system.fast_paths == "auto"), None)
+  if chosen is None:
+    print(f"\n--profile {args.profile}: no such row of ours in this run; not profiled")
+    return
+  step = steps[chosen.name]
+  profile.report(chosen.name, step, step.optimized_hlo(), steps=2)
+  print(f"  (matmul peak of this precision, measured above: "
+        f"{peaks[chosen.precision_class] / 1e9:.0f} GFLOP/s over all CPUs)")
 
 
 def _print(args, rows, target_tokens, flops_per_step, core_peaks, peaks, how) -> None:
