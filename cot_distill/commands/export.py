@@ -25,6 +25,12 @@ Writes into OUT (T5X's MODEL_DIR role):
 
 Checkpoint: a `cot-distill train` MODEL_DIR (newest step) or one of its
 checkpoint_<step> directories.
+
+Layers: T5X's T5 network reads one module per layer (`layers_0` ...), so a
+student trained with scanned layers (`scan_layers = True`) is exported
+unscanned by default (`--layout unscanned`). `--layout scanned` keeps the
+stacked `encoder/layers/...` tree (for cot-distill or a scanned network;
+no model.gin is written, since T5X's T5 network cannot read it).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import os
 from cot_distill import errors
 
 FORMATS = ("t5x",)
+LAYOUTS = ("unscanned", "scanned")
 MODEL_GIN_FILE = "model.gin"
 # Constants in T5X's network (t5x/examples/t5/network.py and layers.py) that
 # are fields of our T5Config: a student that changed them has no T5X twin.
@@ -58,6 +65,9 @@ def register(subparsers) -> None:
                       help="MODEL_DIR of `cot-distill train` or one of its "
                            "checkpoint_<step> directories")
   parser.add_argument("--out", required=True, help="output directory (local)")
+  parser.add_argument("--layout", choices=LAYOUTS, default="unscanned",
+                      help="layer layout of the written tree: unscanned (T5X's "
+                           "layers_N, default) or scanned (stacked layers/)")
   parser.set_defaults(func=run)
 
 
@@ -96,11 +106,14 @@ def check_t5x_compatible(config) -> None:
         "so T5X would compute a different model from these weights")
 
 
-def export_t5x(checkpoint: str, out: str) -> dict:
+def export_t5x(checkpoint: str, out: str, layout: str = "unscanned") -> dict:
   """Writes the export (see module docstring); returns what was written."""
   from cot_distill import vocabularies  # pylint: disable=g-import-not-at-top
   from cot_distill.evaluation import checkpoint_predictor  # pylint: disable=g-import-not-at-top
+  from cot_distill.model import scanned  # pylint: disable=g-import-not-at-top
   from cot_distill.model import t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  if layout not in LAYOUTS:
+    raise errors.UserError(f"export: --layout must be one of {LAYOUTS}, got {layout!r}")
   try:
     description = checkpoint_predictor.describe_checkpoint(checkpoint)
   except FileNotFoundError as error:
@@ -112,14 +125,19 @@ def export_t5x(checkpoint: str, out: str) -> dict:
   vocabulary = checkpoint_predictor._vocabulary(description, None, None)  # pylint: disable=protected-access
   params, config, info = checkpoint_predictor.restore(description)
   check_t5x_compatible(config)
+  # The written tree and its model_config.json agree on the layout.
+  config = config.replace(scan_layers=layout == "scanned")
+  params = scanned.to_layout(params, config)
   step = info.get("step")
   if step is None:
     step = description.resolved_step or 0
   os.makedirs(out, exist_ok=True)
   path = t5x_checkpoints.write_t5x_checkpoint(params, int(step), out)
-  gin_path = os.path.join(out, MODEL_GIN_FILE)
-  with open(gin_path, "w", encoding="utf-8") as file:
-    file.write(model_gin(config, checkpoint))
+  gin_path = None
+  if not config.scan_layers:
+    gin_path = os.path.join(out, MODEL_GIN_FILE)
+    with open(gin_path, "w", encoding="utf-8") as file:
+      file.write(model_gin(config, checkpoint))
   model_config = {"t5config": config.to_dict(),
                   "vocabulary": vocabularies.store_in_model_dir(vocabulary, out),
                   "exported_from": {"checkpoint": os.path.abspath(checkpoint),
@@ -141,9 +159,13 @@ def export_t5x(checkpoint: str, out: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-  written = export_t5x(args.checkpoint, args.out)
+  written = export_t5x(args.checkpoint, args.out, getattr(args, "layout", "unscanned"))
   print(f"T5X checkpoint: {written['checkpoint']} (step {written['step']})")
-  print(f"T5X model gin:  {written['model_gin']}")
+  if written["model_gin"]:
+    print(f"T5X model gin:  {written['model_gin']}")
+  else:
+    print("Scanned layers (stacked encoder/layers/...): no T5X model gin, since "
+          "T5X's T5 network reads only the unscanned layers_N tree")
   if not written["packaged_vocabulary"]:
     # gin/t5x's tasks and model vocabulary follow COT_DISTILL_SPM_PATH.
     print("The student's vocabulary is not T5's packaged one: run T5X with "

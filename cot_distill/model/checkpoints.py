@@ -30,8 +30,13 @@ def infer_config(flat: Mapping[str, np.ndarray], **overrides: Any) -> T5Config:
   Heads come from the relative-position table (heads, buckets), which splits
   the joined q/k/v width into heads x head_dim. A gated MLP is assumed to be
   T5 1.1's gated GELU (the only gated variant T5X ships); pass
-  `mlp_activations=` to say otherwise.
+  `mlp_activations=` to say otherwise. A scanned tree (stacked
+  `encoder/layers/...`) gives `scan_layers=True`, so the params load as stored.
   """
+  from cot_distill.model import scanned  # pylint: disable=g-import-not-at-top
+  stored_scanned = scanned.is_scanned(flat)
+  if stored_scanned:
+    flat = scanned.unscan_flat(flat)  # views: only the shapes are read
   def shape(name: str) -> tuple[int, ...]:
     if name not in flat:
       raise ValueError(f"cannot infer the config: parameter {name!r} is missing "
@@ -50,7 +55,7 @@ def infer_config(flat: Mapping[str, np.ndarray], **overrides: Any) -> T5Config:
                 num_encoder_layers=count("encoder"), num_decoder_layers=count("decoder"),
                 mlp_activations=("gelu", "linear") if gated else ("relu",),
                 logits_via_embedding="decoder/logits_dense/kernel" not in flat,
-                num_buckets=num_buckets)
+                num_buckets=num_buckets, scan_layers=stored_scanned)
   values.update(overrides)
   return T5Config(**values)
 

@@ -57,6 +57,13 @@ class T5Config:
   # without batch dimensions). Numbers are unchanged; memory falls, compute
   # rises. Set in gin: `config.get_config.remat_policy = 'minimal'`.
   remat_policy: str = "none"
+  # One encoder and one decoder layer applied under `nn.scan` over the layer
+  # count, instead of a Python loop: XLA compiles one layer instead of all of
+  # them (what makes 24+24-layer XXL compile in reasonable time). Parameters
+  # are stacked on axis 1 under `encoder/layers/...` (`scanned.py` converts
+  # to and from T5X's unscanned `layers_N` tree). Set in gin:
+  # `config.get_config.scan_layers = True`.
+  scan_layers: bool = False
 
   def __post_init__(self):
     # JSON and gin hand over lists; a frozen dataclass must hold a tuple to be
@@ -69,6 +76,9 @@ class T5Config:
     if self.remat_policy not in ("none", "full", "minimal"):
       raise ValueError(f"T5Config.remat_policy must be none, full or minimal, "
                        f"got {self.remat_policy!r}")
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"T5Config.scan_layers must be True or False, got "
+                       f"{self.scan_layers!r}")
     for field in ("dtype", "logits_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"T5Config.{field} must be float32, bfloat16 or float16, "

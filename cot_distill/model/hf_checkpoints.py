@@ -10,6 +10,8 @@ and transposing only:
   [heads, buckets] per stack.
 - Tied models (T5 1.0) have no `lm_head`; HF then rescales decoder outputs by
   d_model**-0.5 exactly like T5X's `logits_via_embedding`.
+- HF has one module per layer (T5X's unscanned tree); a scanned config's
+  stacked layers are sliced on export and stacked on import (`scanned.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cot_distill.model import param_tree
+from cot_distill.model import scanned
 from cot_distill.model.config import EOS_ID, PAD_ID, T5Config
 
 _FEED_FORWARD = {("relu",): "relu", ("gelu", "linear"): "gated-gelu",
@@ -134,7 +137,7 @@ def name_map(config: T5Config) -> dict[str, tuple[str, bool]]:
 
 
 def params_to_hf_state(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
-  flat = param_tree.flatten(params)
+  flat = scanned.unscan_flat(param_tree.flatten(params), config)
   state = {}
   for ours, (theirs, transpose) in name_map(config).items():
     if ours not in flat:
@@ -146,7 +149,10 @@ def params_to_hf_state(params: Mapping[str, Any], config: T5Config) -> dict[str,
 
 def hf_state_to_params(state: Mapping[str, np.ndarray], config: T5Config,
                        source: str) -> dict[str, Any]:
-  """Our nested params from an HF state dict; errors name the HF tensor."""
+  """Our nested params (in `config`'s layer layout) from an HF state dict.
+
+  Errors name the HF tensor.
+  """
   flat = {}
   for ours, (theirs, transpose) in name_map(config).items():
     if theirs not in state:

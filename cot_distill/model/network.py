@@ -14,6 +14,12 @@
     decoder/decoder_norm/scale
     decoder/logits_dense/kernel                           (untied configs only)
 
+With `T5Config.scan_layers` each stack applies one layer under `nn.scan`:
+`{encoder,decoder}/layers/...` replaces `layers_N`, every per-layer
+parameter stacked on axis 1 (`scanned.PARAM_SCAN_AXIS`, logical axis
+"layers"), e.g. `encoder/layers/attention/query/kernel` [embed, layers,
+joined_kv]; `scanned.py` converts between the two trees.
+
 Only the network lives here; losses and decoding live in `models.py` and
 `decoding.py` (the T5X split between network and model interface).
 """
@@ -27,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from cot_distill.model import layers
+from cot_distill.model import scanned
 from cot_distill.model.config import T5Config
 
 Array = jax.Array
@@ -47,15 +54,40 @@ REMAT_POLICIES = {
 }
 
 
-def remat(layer_class: type[nn.Module], policy: str, static_argnums: tuple[int, ...]):
+def remat(layer_class: type[nn.Module], policy: str, static_argnums: tuple[int, ...],
+          prevent_cse: bool = True):
   """`layer_class` itself for "none", else wrapped in `nn.remat` with the policy.
 
   `nn.remat` keeps the class name, so the parameter tree is unchanged.
-  `static_argnums` count `self` as argument 0.
+  `static_argnums` count `self` as argument 0. Under `nn.scan` pass
+  `prevent_cse=False`: the scan's loop already keeps XLA from merging the
+  recomputation with the forward pass, and the barriers would only cost.
   """
   if policy == "none":
     return layer_class
-  return nn.remat(layer_class, policy=REMAT_POLICIES[policy], static_argnums=static_argnums)
+  return nn.remat(layer_class, policy=REMAT_POLICIES[policy], static_argnums=static_argnums,
+                  prevent_cse=prevent_cse)
+
+
+def scan_layers(layer_class: type[nn.Module], num_layers: int, num_broadcast: int):
+  """`layer_class` applied `num_layers` times under `nn.scan` (T5X's scalable_t5 way).
+
+  The layer's first argument is the carry (the activations); the other
+  `num_broadcast` positional arguments are the same for every layer. Each
+  layer gets its own slice of the stacked parameters (axis
+  `scanned.PARAM_SCAN_AXIS`, logical name "layers" added to the boxes, so
+  the partitioning rules see it) and of the decoding cache (axis
+  `scanned.CACHE_SCAN_AXIS`, after batch, so the decoders' beam gathers and
+  batch shardings still find batch on axis 0); "params" and "dropout" rngs
+  are split per layer.
+  """
+  return nn.scan(
+      layer_class,
+      variable_axes={"params": scanned.PARAM_SCAN_AXIS, "cache": scanned.CACHE_SCAN_AXIS},
+      split_rngs={"params": True, "dropout": True},
+      in_axes=(nn.broadcast,) * num_broadcast,
+      length=num_layers,
+      metadata_params={nn.PARTITION_NAME: scanned.LAYER_AXIS_NAME})
 
 
 def _positions(tokens: Array, positions: Array | None) -> Array:
@@ -83,7 +115,9 @@ class EncoderLayer(nn.Module):
     y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate,
                         **_dtypes(cfg), name="mlp")(y, deterministic=deterministic)
     y = dropout(y) + x
-    return layers.constrain(y, ("batch", "length", "embed"))
+    y = layers.constrain(y, ("batch", "length", "embed"))
+    # Under nn.scan the body returns (carry, per-layer output).
+    return (y, None) if cfg.scan_layers else y
 
 
 class DecoderLayer(nn.Module):
@@ -115,7 +149,8 @@ class DecoderLayer(nn.Module):
     z = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate,
                         **_dtypes(cfg), name="mlp")(z, deterministic=deterministic)
     z = dropout(z) + y
-    return layers.constrain(z, ("batch", "length", "embed"))
+    z = layers.constrain(z, ("batch", "length", "embed"))
+    return (z, None) if cfg.scan_layers else z
 
 
 class Encoder(nn.Module):
@@ -136,9 +171,14 @@ class Encoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = x.astype(dtype)
     # `deterministic` is positional: remat's static arguments must be.
-    layer = remat(EncoderLayer, cfg.remat_policy, static_argnums=(3,))
-    for index in range(cfg.num_encoder_layers):
-      x = layer(cfg, name=f"layers_{index}")(x, bias, deterministic)
+    layer = remat(EncoderLayer, cfg.remat_policy, static_argnums=(3,),
+                  prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = scan_layers(layer, cfg.num_encoder_layers, num_broadcast=2)
+      x, _ = stack(cfg, name=scanned.SCANNED_NAME)(x, bias, deterministic)
+    else:
+      for index in range(cfg.num_encoder_layers):
+        x = layer(cfg, name=f"layers_{index}")(x, bias, deterministic)
     x = layers.RmsNorm(cfg.layer_norm_epsilon, **_dtypes(cfg), name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -167,14 +207,18 @@ class Decoder(nn.Module):
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = y.astype(dtype)
     # Decoding keeps no activations for a backward pass: no remat there.
-    layer = remat(DecoderLayer, "none" if decode else cfg.remat_policy, static_argnums=(5,))
-    for index in range(cfg.num_decoder_layers):
-      if decode:
-        y = layer(cfg, name=f"layers_{index}")(
-            y, encoded, self_bias, cross_bias, deterministic, decode=True,
-            decode_index=decode_index, max_decode_length=max_decode_length)
-      else:
-        y = layer(cfg, name=f"layers_{index}")(y, encoded, self_bias, cross_bias, deterministic)
+    layer = remat(DecoderLayer, "none" if decode else cfg.remat_policy, static_argnums=(5,),
+                  prevent_cse=not cfg.scan_layers)
+    # Positional: nn.scan maps positional arguments only.
+    args = (encoded, self_bias, cross_bias, deterministic)
+    if decode:
+      args += (True, decode_index, max_decode_length)
+    if cfg.scan_layers:
+      stack = scan_layers(layer, cfg.num_decoder_layers, num_broadcast=len(args))
+      y, _ = stack(cfg, name=scanned.SCANNED_NAME)(y, *args)
+    else:
+      for index in range(cfg.num_decoder_layers):
+        y = layer(cfg, name=f"layers_{index}")(y, *args)
     y = layers.RmsNorm(cfg.layer_norm_epsilon, **_dtypes(cfg), name="decoder_norm")(y)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     if cfg.logits_via_embedding:

@@ -2,7 +2,9 @@
 
 Every importer (T5X, Hugging Face) produces a flat {path: array} mapping and
 goes through `check_and_unflatten`, so a wrong shape, a missing array or an
-unexpected one is reported with the parameter's name in one place.
+unexpected one is reported with the parameter's name in one place. It is also
+where a tree stored with the other layer layout (scanned vs T5X's unscanned
+`layers_N`, `scanned.py`) is converted to the one the config asks for.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
-  """{path: shape} of every parameter for `config`, without allocating anything."""
+  """{path: shape} of every parameter for `config`, without allocating anything.
+
+  With `config.scan_layers` the layer parameters are the stacked
+  `{encoder,decoder}/layers/...` ones.
+  """
   from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   model = EncoderDecoderModel(config)
@@ -55,8 +61,14 @@ def check_and_unflatten(flat: Mapping[str, np.ndarray], config: T5Config, *,
 
   Raises ValueError naming the first offending parameter (and what the config
   expects), so a checkpoint/config mismatch never surfaces as a broadcast
-  error deep inside a jitted step.
+  error deep inside a jitted step. `flat` may have either layer layout; the
+  result has `config`'s (`config.scan_layers`).
   """
+  from cot_distill.model import scanned  # pylint: disable=g-import-not-at-top
+  try:
+    flat = scanned.flat_to_layout(flat, config)
+  except ValueError as error:
+    raise ValueError(f"{source}: {error}; config: {config}") from None
   expected = expected_shapes(config)
   missing = sorted(set(expected) - set(flat))
   unexpected = sorted(set(flat) - set(expected))

@@ -526,4 +526,9 @@ def restore_params(path: str, step: int | None = None, *,
       "task": model_config.get("task"),
       "task_feature_lengths": model_config.get("task_feature_lengths"),
   }
-  return params, T5Config.from_dict(model_config["model"]), info
+  config = T5Config.from_dict(model_config["model"])
+  # In the layer layout of the config returned (`T5Config.scan_layers`), even
+  # if the stored tree has the other one; callers wanting the other convert
+  # with cot_distill.model.scanned.
+  from cot_distill.model import scanned  # pylint: disable=g-import-not-at-top
+  return scanned.to_layout(params, config), config, info

@@ -4,6 +4,9 @@ Accepts the three formats a user will have: a Hugging Face T5 directory
 (config.json + safetensors/bin), a T5X `checkpoint_<step>` directory (legacy
 or Orbax), or a cot-distill MODEL_DIR / its `checkpoint_<step>`. Only the
 parameters are taken; the optimizer starts fresh, as in T5X fine-tuning.
+Either layer layout (T5X's unscanned `layers_N` or scanned `layers`) starts
+either kind of run: the parameters are converted to the run's
+`T5Config.scan_layers`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax
 import numpy as np
 
 from cot_distill.model import checkpoints as model_checkpoints
+from cot_distill.model import scanned
 from cot_distill.model.config import T5Config
 from cot_distill.train import checkpoints
 
@@ -59,11 +63,14 @@ def load_initial_params(path: str, config: T5Config, param_shapes: Any,
   kind = checkpoint_format(path)
   logging.info("initialising parameters from %s checkpoint %s", kind, path)
   if kind == "huggingface":
-    params, _ = model_checkpoints.load_hf_checkpoint(path)
+    params, stored = model_checkpoints.load_hf_checkpoint(path)
   elif kind == "cot_distill":
-    params, _, _ = checkpoints.restore_params(path)
+    params, stored, _ = checkpoints.restore_params(path)
   else:
-    params, _ = model_checkpoints.load_t5x_checkpoint(path, config=config)
+    params, stored = model_checkpoints.load_t5x_checkpoint(path, config=config)
+  # To the run's layer layout, with the stored layer counts: a count that
+  # differs from the run's then shows as a shape in _check_tree's message.
+  params = scanned.to_layout(params, stored.replace(scan_layers=config.scan_layers))
   _check_tree(params, param_shapes, path)
 
   def place(value, shape, sharding):

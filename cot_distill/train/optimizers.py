@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from cot_distill import fast_paths
+from cot_distill.model import scanned
 
 
 class OptimizerFactory(Protocol):
@@ -80,12 +81,34 @@ def _mean_of_squares(x: jax.Array, axis: int) -> jax.Array:
   return fast_paths.mean_of_squares(x, axis)
 
 
-def _factored_dims(shape: tuple[int, ...], factored: bool,
-                   min_dim_size_to_factor: int) -> tuple[int, int] | None:
-  """(second largest, largest) axis when both are big enough, as optax."""
-  if not factored or len(shape) < 2:
+def _layer_axis(path) -> int | None:
+  """The stacked layer axis of the parameter at a tree path (scanned layers)."""
+  names = [getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
+           for key in path]
+  return scanned.layer_axis(names)
+
+
+def _other_axes(ndim: int, layer_axis: int | None) -> tuple[int, ...] | None:
+  """Every axis but the layer axis (None: all axes, an unstacked parameter)."""
+  if layer_axis is None:
     return None
-  order = np.argsort(shape)
+  return tuple(axis for axis in range(ndim) if axis != layer_axis)
+
+
+def _factored_dims(shape: tuple[int, ...], factored: bool,
+                   min_dim_size_to_factor: int,
+                   layer_axis: int | None = None) -> tuple[int, int] | None:
+  """(second largest, largest) axis when both are big enough, as optax.
+
+  A scanned network's stacked layer axis is never factored and never
+  chosen (T5X's `factor_rules` treat "layers" as a batch axis): a stacked
+  kernel [embed, layers, mlp] factors embed and mlp, per layer, exactly as
+  each unstacked [embed, mlp] kernel does.
+  """
+  axes = [axis for axis in range(len(shape)) if axis != layer_axis]
+  if not factored or len(axes) < 2:
+    return None
+  order = [axes[index] for index in np.argsort([shape[axis] for axis in axes])]
   if shape[order[-2]] < min_dim_size_to_factor:
     return None
   return int(order[-2]), int(order[-1])
@@ -98,18 +121,20 @@ def scale_by_factored_rms(*, factored: bool = True, decay_rate: float = 0.8,
 
   Same state (`optax.FactoredState`) and formulas as
   `optax.scale_by_factored_rms`, so checkpoints move between the two; the
-  column means go through `_mean_of_squares`.
+  column means go through `_mean_of_squares`. Stacked (scanned) layer
+  parameters are factored per layer (`_factored_dims`).
   """
   def init(params):
-    def leaf_state(param):
-      dims = _factored_dims(param.shape, factored, min_dim_size_to_factor)
+    def leaf_state(path, param):
+      dims = _factored_dims(param.shape, factored, min_dim_size_to_factor,
+                            _layer_axis(path))
       empty = jnp.zeros((1,), param.dtype)
       if dims is None:
         return empty, empty, jnp.zeros_like(param)
       second, largest = dims
       return (jnp.zeros(np.delete(param.shape, largest), param.dtype),
               jnp.zeros(np.delete(param.shape, second), param.dtype), empty)
-    states = jax.tree.map(leaf_state, params)
+    states = jax.tree_util.tree_map_with_path(leaf_state, params)
     pick = lambda index: jax.tree.map(lambda _, state: state[index], params, states)  # pylint: disable=unnecessary-lambda-assignment
     return optax.FactoredState(count=jnp.zeros([], jnp.int32), v_row=pick(0),
                                v_col=pick(1), v=pick(2))
@@ -120,9 +145,10 @@ def scale_by_factored_rms(*, factored: bool = True, decay_rate: float = 0.8,
     step = jnp.asarray(state.count - step_offset + 1, jnp.float32)
     decay = 1.0 - step ** (-decay_rate)
 
-    def leaf_update(grad, v_row, v_col, v, param):
+    def leaf_update(path, grad, v_row, v_col, v, param):
       dtype = param.dtype
-      dims = _factored_dims(param.shape, factored, min_dim_size_to_factor)
+      dims = _factored_dims(param.shape, factored, min_dim_size_to_factor,
+                            _layer_axis(path))
       empty = jnp.zeros((1,), dtype)
       if dims is None:
         new_v = (decay * v + (1.0 - decay) * (jnp.square(grad) + epsilon)).astype(dtype)
@@ -134,6 +160,8 @@ def scale_by_factored_rms(*, factored: bool = True, decay_rate: float = 0.8,
       col_mean = _mean_of_squares(grad, second) + epsilon
       new_row = (decay * v_row + (1.0 - decay) * row_mean).astype(dtype)
       new_col = (decay * v_col + (1.0 - decay) * col_mean).astype(dtype)
+      # A mean over the row statistic's remaining factored axis: over the
+      # whole vector for a matrix, per layer for a stacked kernel.
       row_axis = second - 1 if second > largest else second
       row_factor = (new_row / jnp.mean(new_row, axis=row_axis, keepdims=True)) ** -0.5
       col_factor = new_col ** -0.5
@@ -141,12 +169,19 @@ def scale_by_factored_rms(*, factored: bool = True, decay_rate: float = 0.8,
                 * jnp.expand_dims(col_factor, axis=second))
       return scaled, new_row, new_col, empty
 
-    results = jax.tree.map(leaf_update, grads, state.v_row, state.v_col, state.v, params)
+    results = jax.tree_util.tree_map_with_path(
+        leaf_update, grads, state.v_row, state.v_col, state.v, params)
     pick = lambda index: jax.tree.map(lambda _, result: result[index], grads, results)  # pylint: disable=unnecessary-lambda-assignment
     return pick(0), optax.FactoredState(count=optax.safe_increment(state.count),
                                         v_row=pick(1), v_col=pick(2), v=pick(3))
 
   return optax.GradientTransformation(init, update)
+
+
+def _block_rms(x: jax.Array, path) -> jax.Array:
+  """RMS of a parameter block: the whole array, or each layer of a stacked one."""
+  axes = _other_axes(x.ndim, _layer_axis(path))
+  return jnp.sqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=axes is not None))
 
 
 def scale_by_param_rms(min_scale: float = 1e-3) -> optax.GradientTransformation:
@@ -155,15 +190,32 @@ def scale_by_param_rms(min_scale: float = 1e-3) -> optax.GradientTransformation:
   `optax.scale_by_param_block_rms` computes the same value through
   `safe_root_mean_squares`, whose gradient-safe `where` writes a masked copy
   of every parameter and takes a second mean over it; the optimizer is never
-  differentiated, so one mean suffices. Same (empty) state.
+  differentiated, so one mean suffices. Same (empty) state. A stacked
+  (scanned) layer parameter is one block per layer, as unstacked.
   """
   def update(updates, state, params):
     if params is None:
       raise ValueError("scale_by_param_rms needs the parameters")
-    scaled = jax.tree.map(
-        lambda u, p: u * jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(p))), min_scale),
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, u, p: u * jnp.maximum(_block_rms(p, path), min_scale),
         updates, params)
     return scaled, state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def clip_by_block_rms(threshold: float) -> optax.GradientTransformation:
+  """`optax.clip_by_block_rms` (same formula and empty state), per layer when stacked.
+
+  Each block's update is divided by max(1, RMS / threshold); a stacked
+  (scanned) layer parameter is clipped layer by layer, as its unstacked
+  layers would be.
+  """
+  def update(updates, state, params=None):
+    del params
+    clipped = jax.tree_util.tree_map_with_path(
+        lambda path, u: u / jnp.maximum(1.0, _block_rms(u, path) / threshold), updates)
+    return clipped, state
 
   return optax.GradientTransformation(optax.init_empty_state, update)
 
@@ -186,16 +238,19 @@ def adafactor(learning_rate: optax.Schedule,
   moments for matrices whose two largest dims are >= 128, no momentum.
   optax factors a matrix over its two largest dims; for T5's 2-D kernels that
   is the same choice T5X's logical factor rules make. The chain and its state
-  are `optax.adafactor`'s, with `scale_by_factored_rms` and
-  `scale_by_param_rms` above in place of optax's (same values, fewer passes
-  over the parameters).
+  are `optax.adafactor`'s, with `scale_by_factored_rms`, `clip_by_block_rms`
+  and `scale_by_param_rms` above in place of optax's (same values, fewer
+  passes over the parameters). With scanned layers each stacked parameter is
+  treated layer by layer (factoring, clipping, parameter scale), so the
+  update equals the unscanned run's (T5X: "layers" is a batch axis of its
+  factor rules).
   """
   chain = [scale_by_factored_rms(factored=factored, decay_rate=decay_rate,
                                  step_offset=step_offset,
                                  min_dim_size_to_factor=min_dim_size_to_factor,
                                  epsilon=1e-30)]
   if clipping_threshold is not None:
-    chain.append(optax.clip_by_block_rms(clipping_threshold))
+    chain.append(clip_by_block_rms(clipping_threshold))
   chain.append(optax.scale_by_learning_rate(learning_rate, flip_sign=False))
   if multiply_by_parameter_scale:
     chain.append(scale_by_param_rms())

@@ -44,6 +44,9 @@ CONFIG_FILE = "config.gin"
 # done, not what the parameters are. Any other difference is refused.
 RESUMABLE_MODEL_FIELDS = ("dropout_rate", "dtype", "logits_dtype",
                           "float32_attention_logits", "remat_policy")
+# T5Config fields added after runs were saved, with the value a saved
+# model_config.json that lacks them had.
+_ADDED_MODEL_FIELDS = {"scan_layers": False}
 
 
 class NonFiniteLossError(errors.UserError):
@@ -136,9 +139,16 @@ def _model_config_differences(model_dir: str, config: Any,
   differences, changed = [], []
   saved_model = saved.get("model") or {}
   for field, value in config.to_dict().items():
+    if field not in saved_model and field in _ADDED_MODEL_FIELDS:
+      saved_model = dict(saved_model, **{field: _ADDED_MODEL_FIELDS[field]})
     if field not in saved_model or saved_model[field] == value:
       continue
     line = f"{field}: checkpoint {saved_model[field]!r}, config {value!r}"
+    if field == "scan_layers":
+      line += (" (every parameter and optimizer array is laid out by it; to "
+               "switch, train in a new MODEL_DIR with INITIAL_CHECKPOINT_PATH "
+               "set to this one: its parameters are converted, the optimizer "
+               "starts afresh)")
     (changed if field in RESUMABLE_MODEL_FIELDS else differences).append(line)
   if changed:
     logging.warning("resuming %s with a changed %s", model_dir,
