@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "teacher",
     "annotate",
     "train",
+    "plan",
     "evaluate",
     "export",
     "report",
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run JAX/TensorFlow: their libraries are loaded up front with
 # the C++ start-up notices hidden (see console.load_native_libraries_quietly).
-NATIVE_COMMANDS = frozenset({"train", "evaluate", "demo", "bench", "export"})
+NATIVE_COMMANDS = frozenset({"train", "plan", "evaluate", "demo", "bench", "export"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,17 @@ class GinFlagParser(argparse.ArgumentParser):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_gin_arguments(parser)
+  parser.add_argument("--coordinator_address", default=None,
+                      help="multi-host: host:port of process 0")
+  parser.add_argument("--num_processes", type=int, default=None,
+                      help="multi-host: number of processes")
+  parser.add_argument("--process_id", type=int, default=None,
+                      help="multi-host: this process's index")
+
+
+def add_gin_arguments(parser: argparse.ArgumentParser) -> None:
+  """T5X's gin flags (`cot-distill plan` takes them too)."""
   parser.add_argument("--gin_file", action="append", default=[],
                       help="gin file; repeat for several (later ones win)")
   parser.add_argument("--gin_bindings", action="append", default=[],
@@ -55,12 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="comma-separated folders for gin `include`s "
                            "(the repository root and the working directory "
                            "are always searched)")
-  parser.add_argument("--coordinator_address", default=None,
-                      help="multi-host: host:port of process 0")
-  parser.add_argument("--num_processes", type=int, default=None,
-                      help="multi-host: number of processes")
-  parser.add_argument("--process_id", type=int, default=None,
-                      help="multi-host: this process's index")
   parser.set_defaults(gin_macro_flags=[])
 
 
