@@ -7,6 +7,11 @@
     cot-distill evaluate --checkpoint runs/coin_cot --examples test_ood=ood.jsonl \\
         --decode sample --num-samples 8 --temperature 0.7 --out runs/eval_sc
 
+The checkpoint is restored onto the devices with the layout it was trained
+with (model_config.json records it; `--layout`/`--num-partitions` or
+`evaluate.layout` override it) and decoded there, sharded, so run this on
+the slice that trained the student (every host runs the same command).
+
 A thin entry over `cot_distill.evaluation.evaluator.evaluate`, which gin can
 configure too (`--gin-file`, `--gin-binding 'evaluate.batch_size = 64'`);
 flags given on the command line win over gin bindings. Writes
@@ -60,6 +65,17 @@ def register(subparsers) -> None:
                       help="annotation run dir or JSONL the model trained on, "
                       "for the leakage check (repeatable)")
   parser.add_argument("--label", help="the model's name in reports")
+  parser.add_argument("--layout",
+                      choices=("data_parallel", "model_parallel", "fsdp"),
+                      help="how parameters are split over the devices "
+                      "(default: as the checkpoint was trained, recorded in "
+                      "its model_config.json; else data_parallel)")
+  parser.add_argument("--num-partitions", type=int,
+                      help="size of the model axis of the mesh (must divide "
+                      "the device count; default: as trained, else 1)")
+  parser.add_argument("--num-devices", type=int,
+                      help="decode on the first N devices of this host only "
+                      "(default: all devices of all hosts)")
   parser.add_argument("--gin-file", action="append", default=[],
                       help="gin file configuring `evaluate` (repeatable)")
   parser.add_argument("--gin-binding", action="append", default=[],
@@ -70,7 +86,8 @@ def register(subparsers) -> None:
 _KEYWORDS = ("checkpoint", "split", "limit", "batch_size", "decode_method",
              "num_samples", "temperature", "top_k", "top_p", "seed",
              "max_input_length", "max_decode_length", "calculator",
-             "target_format", "data_dir", "train_data", "label")
+             "target_format", "data_dir", "train_data", "label", "layout",
+             "num_partitions", "num_devices")
 
 
 def _keyword_arguments(args: argparse.Namespace) -> dict:

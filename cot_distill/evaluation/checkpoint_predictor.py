@@ -14,6 +14,13 @@ training task's input length unless overridden) keeping the final EOS, and
 padded to a power-of-two bucket so a whole benchmark compiles a handful of
 shapes, not one per batch. The batch dimension is always padded to the full
 batch size for the same reason.
+
+Devices: parameters are restored straight onto a mesh with the training
+partitioning (`choose_partitioner`: the evaluate settings, else the layout
+the run recorded in model_config.json, else data parallel over every
+device) and decoded there by `train.sharded_decode.decode`, the trainer's
+own decode path; no array is ever gathered onto one device, so a student
+evaluates on the slice that trained it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import pathlib
 import re
 from typing import Any, Sequence
 
-from cot_distill.errors import UserError
+from cot_distill.errors import ConfigurationError, UserError
 from cot_distill.evaluation.predictions import Generation
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -273,19 +281,97 @@ def _t5_config_for(description: CheckpointDescription):
   return T5Config.from_dict(values)
 
 
-def restore(description: CheckpointDescription):
-  """(params, T5Config, info) for a described checkpoint."""
+def restore(description: CheckpointDescription, shardings: Any | None = None):
+  """(params, T5Config, info) for a described checkpoint.
+
+  With `shardings` (a tree of jax Shardings, `sharded_decode.param_shardings`)
+  the parameters are laid out on the mesh: orbax reads each host's shards of
+  a trainer checkpoint directly; a T5X import is read on the host, then
+  placed. Without, whole arrays on one device (export).
+  """
   if description.kind == "t5x":
     from cot_distill.model import param_tree  # pylint: disable=g-import-not-at-top
     from cot_distill.model import t5x_checkpoints  # pylint: disable=g-import-not-at-top
     config = _t5_config_for(description)
     flat = t5x_checkpoints.read_t5x_params(description.path)
     params = param_tree.check_and_unflatten(flat, config, source=description.path)
+    if shardings is not None:
+      from cot_distill.train import sharded_decode  # pylint: disable=g-import-not-at-top
+      params = sharded_decode.place_params(params, shardings)
     return params, config, {"step": description.step, "format": "t5x"}
   from cot_distill.train import checkpoints  # pylint: disable=g-import-not-at-top
   target = description.model_dir if description.step is None else description.path
-  params, config, info = checkpoints.restore_params(target)
+  params, config, info = checkpoints.restore_params(target, shardings=shardings)
   return params, config, dict(info or {})
+
+
+def choose_partitioner(description: CheckpointDescription | None, *,
+                       layout: str | None = None,
+                       num_partitions: int | None = None,
+                       num_devices: int | None = None,
+                       devices: Sequence[Any] | None = None):
+  """The mesh and rules to restore and decode on.
+
+  The mesh spans `devices` (default: every device of every host; with
+  `num_devices`, the first N of them, on one host only: a small student on
+  part of a machine, or one device to reproduce a single-device decode
+  bit for bit in bfloat16, where a sharded product may round differently).
+
+  Precedence: `layout` / `num_partitions` as given (gin `evaluate.layout`,
+  `--layout`, ...; a size that does not divide the devices is an error);
+  else the run's own, from the "partitioning" entry the trainer writes into
+  model_config.json; else data parallel over all devices. A recorded
+  num_partitions that the devices here do not divide (a run trained on a
+  larger slice) falls back to the largest size that divides both, with a
+  warning: the same layout, fewer ways split.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from cot_distill.train import partitioning  # pylint: disable=g-import-not-at-top
+  devices = tuple(jax.devices() if devices is None else devices)
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices) or (
+        num_devices < len(devices) and jax.process_count() > 1):
+      raise ConfigurationError(
+          f"evaluate: num_devices={num_devices} must be between 1 and the "
+          f"{len(devices)} devices here (all of them on several hosts)")
+    devices = devices[:num_devices]
+  recorded = dict((description.model_config if description else {})
+                  .get("partitioning") or {})
+  recorded_layout = recorded.get("layout")
+  recorded_partitions = int(recorded.get("num_partitions") or 1)
+  if layout is None and num_partitions is None and recorded_layout:
+    layout, wanted, source = (recorded_layout, recorded_partitions,
+                              "as trained (model_config.json)")
+  elif layout is None and num_partitions is None:
+    layout, wanted, source = "data_parallel", 1, "default"
+  else:
+    if layout is None:
+      layout = (recorded_layout if recorded_layout not in (None, "data_parallel")
+                else "model_parallel" if (num_partitions or 1) > 1
+                else "data_parallel")
+    if num_partitions is not None:
+      if num_partitions < 1 or len(devices) % num_partitions:
+        raise ConfigurationError(
+            f"evaluate: num_partitions={num_partitions} must divide the "
+            f"number of devices ({len(devices)})")
+      wanted, source = num_partitions, "as given"
+    else:
+      wanted = recorded_partitions if layout == recorded_layout else 1
+      source = "as given"
+  partitions = wanted
+  fitted = math.gcd(partitions, len(devices))
+  if fitted != partitions:
+    logging.warning(
+        "the run was trained with layout %s and num_partitions=%d on %s "
+        "devices; %d devices here are not divisible by %d, so decoding "
+        "splits the model %d ways instead", layout, partitions,
+        recorded.get("num_devices", "?"), len(devices), partitions, fitted)
+    source += f", num_partitions {partitions} -> {fitted} to fit {len(devices)} devices"
+  partitioner = partitioning.Partitioner(layout=layout, num_partitions=fitted,
+                                         devices=devices)
+  logging.info("decoding on %d device(s): %d data x %d model, layout %s (%s)",
+               len(devices), len(devices) // fitted, fitted, layout, source)
+  return partitioner
 
 
 def _bucket(length: int, limit: int) -> int:
@@ -297,19 +383,26 @@ def _bucket(length: int, limit: int) -> int:
 
 
 class CheckpointPredictor:
-  """Generates text with `EncoderDecoderModel.predict_batch`.
+  """Generates text with the trainer's sharded decode path.
 
-  Construction loads the parameters; `__call__` decodes one batch.
+  Construction places the parameters on the partitioner's mesh (a no-op for
+  parameters restored there); `__call__` decodes one batch on it.
   """
 
   def __init__(self, params: Any, config: Any, vocabulary: Any, *,
                decode: DecodeSettings, batch_size: int,
-               max_input_length: int, max_decode_length: int):
-    import jax  # pylint: disable=g-import-not-at-top
+               max_input_length: int, max_decode_length: int,
+               partitioner: Any | None = None):
     from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
+    from cot_distill.train import partitioning  # pylint: disable=g-import-not-at-top
+    from cot_distill.train import sharded_decode  # pylint: disable=g-import-not-at-top
+    if batch_size < 1:
+      raise ConfigurationError(f"evaluate: batch size must be >= 1, got {batch_size}")
+    self.partitioner = partitioner or partitioning.Partitioner()
     self.model = EncoderDecoderModel(config)
     self.config = config
-    self.params = jax.device_put(params)
+    self.params = sharded_decode.place_params(
+        params, sharded_decode.param_shardings(self.model, self.partitioner))
     self.vocabulary = vocabulary
     self.decode = decode
     self.num_samples = decode.num_samples
@@ -318,15 +411,36 @@ class CheckpointPredictor:
     self.max_decode_length = max_decode_length
     self.eos_id = vocabulary.eos_id
     self.truncated_inputs = 0
+    rows = sharded_decode.round_up_rows(batch_size, self.partitioner)
+    if rows != batch_size:
+      # Decodes are unchanged (see sharded_decode); only the time is wasted.
+      logging.warning(
+          "batch size %d is not a multiple of the %d data-parallel devices: "
+          "each batch is padded to %d rows (pass a multiple of %d to use "
+          "them all)", batch_size, self.partitioner.data_parallel_size, rows,
+          self.partitioner.data_parallel_size)
 
   @classmethod
   def from_checkpoint(cls, checkpoint: str | os.PathLike, *,
                       decode: DecodeSettings, batch_size: int,
                       spm_path: str | None = None,
-                      extra_ids: int | None = None) -> "CheckpointPredictor":
+                      extra_ids: int | None = None,
+                      layout: str | None = None,
+                      num_partitions: int | None = None,
+                      num_devices: int | None = None,
+                      partitioner: Any | None = None) -> "CheckpointPredictor":
+    """Restores `checkpoint` onto a mesh (see `choose_partitioner`; an
+    explicit `partitioner` wins over layout / num_partitions / num_devices)."""
+    from cot_distill.model.models import EncoderDecoderModel  # pylint: disable=g-import-not-at-top
+    from cot_distill.train import sharded_decode  # pylint: disable=g-import-not-at-top
     description = describe_checkpoint(checkpoint)
     vocabulary = _vocabulary(description, spm_path, extra_ids)
-    params, config, info = restore(description)
+    partitioner = partitioner or choose_partitioner(
+        description, layout=layout, num_partitions=num_partitions,
+        num_devices=num_devices)
+    shardings = sharded_decode.param_shardings(
+        EncoderDecoderModel(_t5_config_for(description)), partitioner)
+    params, config, info = restore(description, shardings)
     lengths = description.task_feature_lengths
     max_input = (decode.max_input_length or lengths.get("inputs")
                  or DEFAULT_MAX_INPUT_LENGTH)
@@ -337,7 +451,7 @@ class CheckpointPredictor:
                  vocabulary.sentencepiece_model_file, max_input, max_decode)
     return cls(params, config, vocabulary, decode=decode,
                batch_size=batch_size, max_input_length=int(max_input),
-               max_decode_length=int(max_decode))
+               max_decode_length=int(max_decode), partitioner=partitioner)
 
   def encode(self, texts: Sequence[str]):
     """Token ids [batch_size, bucket] with EOS, right-padded with 0."""
@@ -368,21 +482,18 @@ class CheckpointPredictor:
   def __call__(self, inputs: Sequence[str], *,
                batch_index: int) -> list[list[Generation]]:
     import jax  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
+    from cot_distill.train import sharded_decode  # pylint: disable=g-import-not-at-top
     if len(inputs) > self.batch_size:
       raise ValueError(f"{len(inputs)} inputs exceed batch size {self.batch_size}")
     tokens = self.encode(inputs)
     rng = None
     if self.decode.method == "sample":
       rng = jax.random.fold_in(jax.random.PRNGKey(self.decode.seed), batch_index)
-    output = self.model.predict_batch(
-        self.params, {"encoder_input_tokens": tokens},
+    output, _ = sharded_decode.decode(
+        self.model, self.params, self.partitioner, tokens,
         decode_method=self.decode.method, num_decodes=self.num_samples,
         temperature=self.decode.temperature, top_k=self.decode.top_k,
         top_p=self.decode.top_p, rng=rng,
         max_decode_length=self.max_decode_length)
-    output = np.asarray(jax.device_get(output))
-    if output.ndim == 2:
-      output = output[:, None, :]
     return [[self._text(output[row, sample]) for sample in range(output.shape[1])]
             for row in range(len(inputs))]

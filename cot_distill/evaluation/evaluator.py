@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -251,9 +252,12 @@ def infer_target_format(training_task: str | None) -> str | None:
 
 
 def _checkpoint_predictor(checkpoint: str, decode: DecodeSettings,
-                          batch_size: int) -> Predictor:
+                          batch_size: int, *, layout: str | None = None,
+                          num_partitions: int | None = None,
+                          num_devices: int | None = None) -> Predictor:
   return checkpoint_predictor.CheckpointPredictor.from_checkpoint(
-      checkpoint, decode=decode, batch_size=batch_size)
+      checkpoint, decode=decode, batch_size=batch_size, layout=layout,
+      num_partitions=num_partitions, num_devices=num_devices)
 
 
 def _describe(checkpoint: str):
@@ -381,6 +385,8 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
              max_decode_length: int | None = None, calculator: bool = False,
              target_format: str | None = None, data_dir: str | None = None,
              train_data: Sequence[str] = (), label: str | None = None,
+             layout: str | None = None, num_partitions: int | None = None,
+             num_devices: int | None = None,
              predictor_factory: PredictorFactory | None = None,
              scorer: Scorer | None = None) -> dict[str, Any]:
   """Evaluate a checkpoint (or one per fold) on tasks; write OUT_DIR.
@@ -405,6 +411,13 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
     train_data: annotation run dirs or JSONL files the model trained on, for
       the leakage check (the registry's training split is always checked).
     label: the model's name in reports.
+    layout, num_partitions: the mesh to restore and decode on, as
+      `partitioning.Partitioner` takes them ("data_parallel",
+      "model_parallel", "fsdp"); default: the training run's (recorded in
+      model_config.json), else data parallel over all devices. In float32
+      decodes do not depend on it, so it is not part of the resume
+      fingerprint.
+    num_devices: decode on the first N devices only (one host); default all.
     predictor_factory, scorer: injection points for tests.
 
   Returns:
@@ -423,7 +436,9 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
       scorer=scorer or default_scorer(calculator=calculator,
                                       num_samples=num_samples,
                                       verify=plan.target_format != "answer_only"),
-      predictor_factory=predictor_factory or _checkpoint_predictor)
+      predictor_factory=predictor_factory or functools.partial(
+          _checkpoint_predictor, layout=layout, num_partitions=num_partitions,
+          num_devices=num_devices))
   summary = {
       "kind": "evaluation",
       "label": label or _default_label(checkpoint, plan.target_format, decode),

@@ -403,15 +403,23 @@ def write_json_atomic(path: str, value: Any) -> None:
 def write_model_config(model_dir: str, *, config: T5Config,
                        vocabulary: Mapping[str, Any],
                        mixture_or_task_name: str,
-                       task_feature_lengths: Mapping[str, int]) -> None:
-  """model_config.json: what an evaluator needs to rebuild the model."""
+                       task_feature_lengths: Mapping[str, int],
+                       partitioning: Mapping[str, Any] | None = None) -> None:
+  """model_config.json: what an evaluator needs to rebuild the model.
+
+  `partitioning` ({"layout", "num_partitions", "num_devices"}) is the run's
+  mesh, so `cot-distill evaluate` decodes with the layout it trained with.
+  """
   tf.io.gfile.makedirs(model_dir)
-  write_json_atomic(os.path.join(model_dir, MODEL_CONFIG_FILE), {
+  values = {
       "model": config.to_dict(),
       "vocabulary": dict(vocabulary),
       "task": mixture_or_task_name,
       "task_feature_lengths": dict(task_feature_lengths),
-  })
+  }
+  if partitioning is not None:
+    values["partitioning"] = dict(partitioning)
+  write_json_atomic(os.path.join(model_dir, MODEL_CONFIG_FILE), values)
 
 
 def _resolve_checkpoint(path: str, step: int | None) -> tuple[str, int | None]:
@@ -430,8 +438,27 @@ class CheckpointNotFoundError(errors.UserError, FileNotFoundError):
   """No (such) checkpoint where the user pointed."""
 
 
+def _sharded_target(stored: Any, shardings: Any, checkpoint_path: str) -> Any:
+  """ShapeDtypeStructs of the stored params carrying `shardings`' entries."""
+  stored_paths = {path for path, _ in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  wanted = {path for path, _ in jax.tree_util.tree_flatten_with_path(shardings)[0]}
+  if stored_paths != wanted:
+    names = lambda paths: ", ".join(sorted(
+        jax.tree_util.keystr(path) for path in paths)[:3]) or "none"
+    raise errors.UserError(
+        f"checkpoint {checkpoint_path}: its parameters do not match the model "
+        f"of its {MODEL_CONFIG_FILE}: only in the checkpoint: "
+        f"{names(stored_paths - wanted)}; only in the model: "
+        f"{names(wanted - stored_paths)}")
+  return jax.tree.map(
+      lambda leaf, target: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                sharding=target),
+      stored, shardings)
+
+
 def restore_params(path: str, step: int | None = None, *,
-                   sharding: Callable[[Any], Any] | None = None
+                   sharding: Callable[[Any], Any] | None = None,
+                   shardings: Any | None = None
                    ) -> tuple[Any, T5Config, dict[str, Any]]:
   """(params, T5Config, info) of a trained run, for evaluation and export.
 
@@ -440,6 +467,10 @@ def restore_params(path: str, step: int | None = None, *,
     step: which step; default the newest (or the one `path` names).
     sharding: maps a parameter's ShapeDtypeStruct to its jax Sharding;
       default: whole arrays on the first local device.
+    shardings: instead of `sharding`, a tree of jax Shardings with the
+      stored params' structure (e.g. `sharded_decode.param_shardings`, from
+      the logical axis names: two parameters of one shape may be split
+      differently), so each host reads only its shards.
 
   `info` has step, model_dir, checkpoint_path, vocabulary ({spm_path,
   extra_ids}), task and task_feature_lengths from model_config.json.
@@ -490,11 +521,15 @@ def restore_params(path: str, step: int | None = None, *,
     if sharding is None:
       device = jax.local_devices()[0]
       sharding = lambda _: jax.sharding.SingleDeviceSharding(device)
-    target = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(
-            leaf.shape, leaf.dtype,
-            sharding=sharding(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))),
-        metadata.tree if hasattr(metadata, "tree") else metadata)
+    stored = metadata.tree if hasattr(metadata, "tree") else metadata
+    if shardings is not None:
+      target = _sharded_target(stored, shardings, checkpoint_path)
+    else:
+      target = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(
+              leaf.shape, leaf.dtype,
+              sharding=sharding(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))),
+          stored)
     try:
       params = manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(target))).params

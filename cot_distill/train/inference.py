@@ -1,14 +1,13 @@
 """Decoding a SeqIO eval set with sharded params, and periodic eval in training.
 
-`make_predict_fn` is the reusable piece: it turns (model, params,
-partitioner) into the `predict_fn` that `seqio.Evaluator.evaluate` calls, so
-the task's own postprocessors and metric functions score the decodes (for
-CoT tasks: `answers.judge`). The evaluation package can call it with other
-decoding settings; the trainer calls it every N steps.
+`make_predict_fn` turns (model, params, partitioner) into the `predict_fn`
+that `seqio.Evaluator.evaluate` calls, so the task's own postprocessors and
+metric functions score the decodes (for CoT tasks: `answers.judge`); the
+trainer calls it every N steps. The decoding itself is
+`sharded_decode.decode`, the same function `cot-distill evaluate` uses.
 
 Every host decodes every example (the eval sets are small next to training):
-the batch is the same on all hosts, so it is assembled with
-`make_array_from_callback` and the tokens are gathered back to each host.
+the batch is the same on all hosts and the tokens come back to each host.
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ import dataclasses
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 import seqio
-from jax.experimental import multihost_utils
 
+from cot_distill import errors
 from cot_distill.train import partitioning
+from cot_distill.train import sharded_decode
 
 PredictFn = Callable[[Any], Sequence[tuple[int, Sequence[int]]]]
 
@@ -72,44 +71,37 @@ def _padded_batches(dataset: Any, batch_size: int
     yield indices, features, rows
 
 
-def _global_replicated_batch(features: Mapping[str, np.ndarray],
-                             partitioner: partitioning.Partitioner
-                             ) -> dict[str, jax.Array]:
-  sharding = partitioner.batch_sharding()
-  return {name: jax.make_array_from_callback(
-      value.shape, sharding, lambda index, value=value: value[index])
-      for name, value in features.items()}
-
-
 def make_predict_fn(model: Any, params: Any,
                     partitioner: partitioning.Partitioner, *,
                     batch_size: int,
-                    decode_kwargs: Mapping[str, Any] | None = None
-                    ) -> PredictFn:
+                    decode_kwargs: Mapping[str, Any] | None = None,
+                    seed: int = 0) -> PredictFn:
   """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, tokens)].
 
   Rows keep their padding after EOS (the task vocabulary's decode stops at
-  EOS); with num_decodes > 1 the first (best) decode is returned.
+  EOS); with num_decodes > 1 the first (best) decode is returned. Sampling
+  draws with `fold_in(PRNGKey(seed), batch number)` unless decode_kwargs
+  holds an rng.
   """
   decode_kwargs = dict(decode_kwargs or {})
   if batch_size % partitioner.data_parallel_size:
-    raise ValueError(f"eval batch_size {batch_size} must be a multiple of the "
-                     f"data parallel size {partitioner.data_parallel_size}")
+    raise errors.ConfigurationError(
+        f"eval batch_size {batch_size} must be a multiple of the data "
+        f"parallel size {partitioner.data_parallel_size}")
 
   def predict_fn(dataset) -> list[tuple[int, list[int]]]:
     results = []
-    for indices, features, rows in _padded_batches(dataset, batch_size):
-      batch = _global_replicated_batch(
-          {name: value for name, value in features.items()
-           if name in ("encoder_input_tokens", "decoder_input_tokens")},
-          partitioner)
-      with jax.set_mesh(partitioner.mesh), nn.logical_axis_rules(
-          partitioner.rules):
-        tokens = model.predict_batch(params, batch, **decode_kwargs)
-      tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
-      if tokens.ndim == 3:
-        tokens = tokens[:, 0]
-      for index, row in zip(indices[:rows], tokens[:rows]):
+    for number, (indices, features, rows) in enumerate(
+        _padded_batches(dataset, batch_size)):
+      kwargs = dict(decode_kwargs)
+      kwargs.setdefault("max_decode_length",
+                        features["decoder_input_tokens"].shape[1])
+      if kwargs.get("decode_method") == "sample" and "rng" not in kwargs:
+        kwargs["rng"] = jax.random.fold_in(jax.random.PRNGKey(seed), number)
+      tokens, _ = sharded_decode.decode(
+          model, params, partitioner, features["encoder_input_tokens"],
+          **kwargs)
+      for index, row in zip(indices[:rows], tokens[:rows, 0]):
         results.append((int(index), row.tolist()))
     return results
 
@@ -135,6 +127,7 @@ class PeriodicEvaluator:
         # second thread buys nothing and would race with training.
         async_compute_metrics=False)
     self._max_decode_length = lengths["targets"]
+    self._seed = seed
 
   def should_run(self, step: int, last_step: int) -> bool:
     return step % self.config.every_steps == 0 or step == last_step
@@ -147,7 +140,7 @@ class PeriodicEvaluator:
                      **self.config.decode_kwargs}
     predict_fn = make_predict_fn(model, params, partitioner,
                                  batch_size=self.config.batch_size,
-                                 decode_kwargs=decode_kwargs)
+                                 decode_kwargs=decode_kwargs, seed=self._seed)
     compute = jax.process_index() == 0
     all_metrics, _ = self._evaluator.evaluate(
         compute_metrics=compute, step=step, predict_fn=predict_fn)

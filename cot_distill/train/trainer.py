@@ -199,8 +199,12 @@ def _check_restart(model_dir: str, model: Any, mixture_or_task_name: str,
 
 
 def _write_run_files(model_dir: str, model: Any, mixture_or_task_name: str,
-                     task_feature_lengths: Mapping[str, int]) -> None:
-  """config.gin (operative gin config, when gin drove the run) + model_config.json."""
+                     task_feature_lengths: Mapping[str, int],
+                     partitioner: partitioning.Partitioner) -> None:
+  """config.gin (operative gin config, when gin drove the run) + model_config.json.
+
+  model_config.json records the mesh, so evaluation can decode with it.
+  """
   if jax.process_index() != 0:
     return
   # Through tf.io.gfile (in checkpoints), so a gs:// MODEL_DIR works.
@@ -212,7 +216,10 @@ def _write_run_files(model_dir: str, model: Any, mixture_or_task_name: str,
       model_dir, config=model.config,
       vocabulary=_store_vocabulary(model_dir, mixture_or_task_name),
       mixture_or_task_name=mixture_or_task_name,
-      task_feature_lengths=task_feature_lengths)
+      task_feature_lengths=task_feature_lengths,
+      partitioning={"layout": partitioner.layout,
+                    "num_partitions": partitioner.num_partitions,
+                    "num_devices": partitioner.mesh.size})
 
 
 def _initial_state(*, model: Any, tx: optax.GradientTransformation,
@@ -341,7 +348,7 @@ def train(*,
       return TrainResult(model_dir=model_dir, step=start, preempted=False,
                          train_metrics={}, eval_metrics={})
     _write_run_files(model_dir, model, mixture_or_task_name,
-                     task_feature_lengths)
+                     task_feature_lengths, partitioner)
     train_step = step_lib.compile_train_step(
         loss_fn=model.loss_fn, optimizer=tx, learning_rate=schedule,
         partitioner=partitioner, state_shardings=shardings,
