@@ -1,8 +1,12 @@
-"""Feeding the global batch: each host reads its shard, JAX assembles it.
+"""Feeding the global batch: each host reads its shards, JAX assembles it.
 
-The training stream is a pure function of (task, feature lengths, seed, shard,
-per-host batch size): seqio shuffles with a fixed seed and repeats forever,
-and tf.data runs deterministically. Resuming at step n is therefore
+The training stream is a pure function of (task, feature lengths, seed,
+global batch size, input shards): every input shard is a seqio shard that is
+shuffled with the fixed seed, repeats forever and runs deterministically in
+tf.data, and global batch b is the concatenation of the shards' batch b in
+row order (see `input_shards.py`). The number of processes does not enter
+it, so a run may resume on another number of hosts, as long as each of them
+still holds whole input shards. Resuming at step n is therefore
 `dataset.skip(n)`: the iterator position is the step itself, and an
 interrupted run sees exactly the batches an uninterrupted one would have.
 Skipping costs reading n batches through the pipeline (seconds for a
@@ -19,8 +23,10 @@ from typing import Any, Iterator, Mapping
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from cot_distill import errors
+from cot_distill.train import input_shards as input_shards_lib
 from cot_distill.train import partitioning
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens",
@@ -38,15 +44,42 @@ class DataPosition:
   seed: int
   pack: bool
   steps_consumed: int
+  # None in checkpoints written before it was recorded (their stream was cut
+  # into one shard per data-reading host).
+  input_shards: int | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   def same_stream(self, other: "DataPosition") -> bool:
     mine, theirs = self.to_dict(), other.to_dict()
-    mine.pop("steps_consumed")
-    theirs.pop("steps_consumed")
+    # An older checkpoint's shard count is unknown: compare the rest.
+    unknown = None in (mine["input_shards"], theirs["input_shards"])
+    for position in (mine, theirs):
+      position.pop("steps_consumed")
+      if unknown:
+        position.pop("input_shards")
     return mine == theirs
+
+
+def check_input_shards(saved: DataPosition, current: DataPosition) -> None:
+  """Refuses to resume a stream cut into a different number of input shards.
+
+  The default number follows the hosts of the slice, so a resume on another
+  slice would otherwise change every later batch without being asked to.
+  """
+  if saved.input_shards is None or saved.input_shards == current.input_shards:
+    return
+  raise errors.UserError(
+      f"the checkpoint's data stream was read as input_shards="
+      f"{saved.input_shards}, this run reads input_shards="
+      f"{current.input_shards} (the default follows the number of hosts "
+      "holding different batch rows), so every batch from here on would "
+      "differ from the saved run's. To continue the saved stream, bind "
+      f"trainer.train.input_shards = {saved.input_shards} (it must give each "
+      "host whole shards on this mesh); to train on with another sharding, "
+      "start a new MODEL_DIR with INITIAL_CHECKPOINT_PATH pointing at this "
+      "one.")
 
 
 def import_task_module(module_name: str | None) -> None:
@@ -96,18 +129,11 @@ def require_examples(*, mixture_or_task_name: str,
       "lengths) or the source is empty; raise the lengths or check the data")
 
 
-def train_batches(*, mixture_or_task_name: str,
-                  task_feature_lengths: Mapping[str, int],
-                  global_batch_size: int,
-                  partitioner: partitioning.Partitioner,
-                  seed: int,
-                  start_step: int = 0,
-                  pack: bool = True,
-                  use_cached: bool = False,
-                  split: str = "train") -> Iterator[dict[str, np.ndarray]]:
-  """This host's part of every global batch, from `start_step` on, forever."""
-  shard_info = partitioner.data_shard_info(global_batch_size)
-  per_host = partitioner.per_host_batch_size(global_batch_size)
+def _shard_dataset(shard: int, plan: input_shards_lib.InputShardPlan, *,
+                   mixture_or_task_name: str,
+                   task_feature_lengths: Mapping[str, int], seed: int,
+                   pack: bool, use_cached: bool, split: str) -> Any:
+  """Input shard `shard`: its block of every global batch, forever."""
   dataset = seqio.get_dataset(
       mixture_or_task_name,
       task_feature_lengths=dict(task_feature_lengths),
@@ -116,16 +142,51 @@ def train_batches(*, mixture_or_task_name: str,
       use_cached=use_cached,
       shuffle=True,
       num_epochs=None,
-      shard_info=shard_info,
+      shard_info=plan.shard_info(shard),
       verbose=False,
       seed=seed,
-      batch_size=per_host)
+      batch_size=plan.shard_batch_size)
+  return dataset.map(lambda batch: {name: value for name, value in batch.items()
+                                    if name in MODEL_FEATURES})
+
+
+def _concatenate_rows(*batches: Mapping[str, Any]) -> dict[str, Any]:
+  return {name: tf.concat([batch[name] for batch in batches], axis=0)
+          for name in batches[0]}
+
+
+def train_batches(*, mixture_or_task_name: str,
+                  task_feature_lengths: Mapping[str, int],
+                  plan: input_shards_lib.InputShardPlan,
+                  seed: int,
+                  start_step: int = 0,
+                  pack: bool = True,
+                  use_cached: bool = False,
+                  split: str = "train") -> Iterator[dict[str, np.ndarray]]:
+  """This host's part of every global batch, from `start_step` on, forever.
+
+  `plan` (input_shards.plan_input_shards) names the shards this host holds;
+  their batches are concatenated in shard order, which is the order of the
+  host's rows in the global batch.
+  """
+  logging.info(
+      "data: process %d reads input shards %s of %d (%d rows each, %d of "
+      "every global batch)", jax.process_index(), list(plan.local_shards),
+      plan.num_shards, plan.shard_batch_size, plan.local_batch_size)
+  shards = [_shard_dataset(shard, plan,
+                           mixture_or_task_name=mixture_or_task_name,
+                           task_feature_lengths=task_feature_lengths,
+                           seed=seed, pack=pack, use_cached=use_cached,
+                           split=split)
+            for shard in plan.local_shards]
+  dataset = shards[0]
+  if len(shards) > 1:
+    dataset = tf.data.Dataset.zip(tuple(shards)).map(_concatenate_rows)
   if start_step:
     logging.info("data: skipping %d batches to resume the stream", start_step)
     dataset = dataset.skip(start_step)
   dataset = dataset.prefetch(2)
-  for batch in dataset.as_numpy_iterator():
-    yield {name: value for name, value in batch.items() if name in MODEL_FEATURES}
+  yield from dataset.as_numpy_iterator()
 
 
 def to_global_batch(local_batch: Mapping[str, np.ndarray],

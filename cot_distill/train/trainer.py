@@ -32,6 +32,7 @@ from cot_distill import vocabularies
 from cot_distill.train import checkpoints
 from cot_distill.train import data
 from cot_distill.train import initial_checkpoint
+from cot_distill.train import input_shards as input_shards_lib
 from cot_distill.train import inference
 from cot_distill.train import metrics_writer
 from cot_distill.train import optimizers
@@ -238,6 +239,7 @@ def _initial_state(*, model: Any, tx: optax.GradientTransformation,
   restored = checkpointer.restore(state_lib.with_shardings(shapes, shardings))
   if restored is not None:
     state, saved_position = restored
+    data.check_input_shards(saved_position, position)
     if not saved_position.same_stream(position):
       logging.warning(
           "resuming with different data settings than the checkpoint "
@@ -262,6 +264,7 @@ def train(*,
           mixture_or_task_module: str | None = None,
           use_cached_tasks: bool = False,
           pack: bool = True,
+          input_shards: int | None = None,
           partitioner: partitioning.Partitioner | None = None,
           optimizer: Callable[[optax.Schedule], optax.GradientTransformation]
           = optimizers.adafactor,
@@ -287,6 +290,9 @@ def train(*,
     mixture_or_task_module: module imported first to register the task.
     use_cached_tasks: read the tasks' offline seqio cache.
     pack: pack several examples per row (T5X default for training).
+    input_shards: the global batch is read as this many seqio shards, each a
+      block of rows; it fixes the batches whatever the number of hosts
+      (see input_shards.py). None: one per host holding different rows.
     partitioner: mesh + layout; default data parallel over all devices.
     optimizer: factory called with the schedule (optimizers.adafactor, adamw).
     learning_rate: a number (constant) or a schedule from `optimizers`.
@@ -317,12 +323,15 @@ def train(*,
                         task_feature_lengths=task_feature_lengths,
                         use_cached=use_cached_tasks)
   partitioner = partitioner or partitioning.Partitioner()
+  input_plan = input_shards_lib.plan_input_shards(partitioner, batch_size,
+                                                  input_shards)
   schedule = optimizers.as_schedule(learning_rate)
   tx = optimizer(schedule)
   position = data.DataPosition(
       mixture_or_task_name=mixture_or_task_name,
       task_feature_lengths=dict(task_feature_lengths), batch_size=batch_size,
-      seed=seed, pack=pack, steps_consumed=0)
+      seed=seed, pack=pack, steps_consumed=0,
+      input_shards=input_plan.num_shards)
   init_variables = functools.partial(
       model.get_initial_variables,
       input_shapes=data.model_input_shapes(task_feature_lengths, batch_size,
@@ -367,8 +376,8 @@ def train(*,
     batches = data.train_batches(
         mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths,
-        global_batch_size=batch_size, partitioner=partitioner, seed=seed,
-        start_step=start, pack=pack, use_cached=use_cached_tasks)
+        plan=input_plan, seed=seed, start_step=start, pack=pack,
+        use_cached=use_cached_tasks)
   except BaseException:
     # Close orbax's manager (and its threads) before the error propagates:
     # left open, it spills "Event loop is closed" tracebacks at exit.
