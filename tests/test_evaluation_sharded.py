@@ -78,8 +78,11 @@ def _random_params(config):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """A `cot-distill train` MODEL_DIR: orbax step 5 + model_config.json."""
-  path = tmp_path_factory.mktemp("sharded") / "run"
-  config = _config()
+  return _write_model_dir(tmp_path_factory.mktemp("sharded") / "run",
+                          _config(), TRAINED_PARTITIONING)
+
+
+def _write_model_dir(path, config, partitioning_entry):
   checkpointer = checkpoints.TrainCheckpointer(
       str(path), checkpoints.CheckpointConfig(async_save=False))
   checkpointer.save(
@@ -95,7 +98,7 @@ def model_dir(tmp_path_factory):
       str(path), config=config,
       vocabulary={"spm_path": vocabularies.DEFAULT_SPM_PATH, "extra_ids": 100},
       mixture_or_task_name="cot_distill.arith.gpt3.cot",
-      task_feature_lengths=LENGTHS, partitioning=TRAINED_PARTITIONING)
+      task_feature_lengths=LENGTHS, partitioning=partitioning_entry)
   return path
 
 
@@ -206,6 +209,22 @@ def test_beam_search_is_the_same_on_a_2x4_mesh():
   assert tokens_8.shape == (3, 2, 10)
   np.testing.assert_array_equal(tokens_8, tokens_1)
   np.testing.assert_allclose(scores_8, scores_1, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_scanned_student_trained_with_fsdp_decodes_as_on_one_device(
+    tmp_path):
+  """scan_layers stacks the layers on one axis ('layers', never split)."""
+  path = _write_model_dir(tmp_path / "scanned",
+                          _config().replace(scan_layers=True),
+                          {"layout": "fsdp", "num_partitions": 2,
+                           "num_devices": 8})
+  predictor = _predictor(path, DecodeSettings(max_decode_length=12))
+  assert dict(predictor.partitioner.mesh.shape) == {"data": 4, "model": 2}
+  wi = predictor.params["encoder"]["layers"]["mlp"]["wi_0"]["kernel"]
+  assert _spec(wi) == ("data", None, "model")  # (embed, layers, mlp)
+  one = _predictor(path, DecodeSettings(max_decode_length=12), _one_device())
+  assert _predict(predictor) == _predict(one)
 
 
 def _examples_file(path):
