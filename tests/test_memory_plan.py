@@ -42,10 +42,10 @@ import train_testing
 
 BATCH, LENGTHS = 8, {"inputs": 64, "targets": 64}
 KEEP_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
-# Estimated temporaries / XLA:CPU's, float32 activations. Measured: 0.91
-# (none), 1.2-1.4 (minimal), 1.1 (full) on one device; XLA:CPU's own layout
-# copies and fusion choices are what the plan does not model.
-TEMP_TOLERANCE = (0.6, 1.5)
+# Estimated temporaries / XLA:CPU's, float32 activations. Measured: 0.82
+# (none), 1.05 (minimal), 1.07 (full) on one device; XLA:CPU's own layout
+# copies of attention weights are what the plan does not model.
+TEMP_TOLERANCE = (0.75, 1.25)
 RECIPE = "gin/recipes/gsm8k_t5_1_1_xxl_cot.gin"
 
 

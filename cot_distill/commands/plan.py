@@ -30,7 +30,7 @@ from cot_distill.commands import train as train_command
 _GIB = 1024 ** 3
 _COLUMNS = (("parameters", "params"), ("optimizer_state", "opt state"),
             ("gradients", "grads"), ("activations", "activations"),
-            ("logits", "logits"), ("total", "total"),
+            ("logits", "logits"), ("gradient_overlap", "overlap"), ("total", "total"),
             ("hbm_bytes_per_device", "HBM"))
 
 
@@ -136,8 +136,11 @@ def format_table(rows: Sequence[tuple[str, Any]]) -> str:
   lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
            for row in table]
   lines.insert(1, "  ".join("-" * width for width in widths))
-  lines.append("GiB per device; mesh is data x model; total = params + opt state + "
-               "grads + activations + logits (+ the batch); fits leaves 5% of HBM free.")
+  lines.append(
+      "GiB per device; mesh is data x model; rows per device x micro-batches. "
+      "total = params + opt state + grads + activations + logits - overlap (+ the "
+      "batch): the backward pass frees layer activations as it writes gradients, "
+      "so the smaller of the two is counted once. fits? leaves 5% of HBM free.")
   return "\n".join(lines + notes)
 
 

@@ -49,7 +49,8 @@ class MemoryPlan:
 
   `activations` is what the forward pass keeps for the backward pass (per
   remat policy, one micro-batch) plus the working set of the layer being
-  differentiated; `logits` is the float32 [rows, target length, vocabulary
+  differentiated; `gradient_overlap` is what gradients and layer
+  activations share over time (see `temporaries`); `logits` is the float32 [rows, target length, vocabulary
   / model axis] logits and their gradient, the largest single activation of a
   T5. `inputs` (the batch's token arrays) is counted in the total but too
   small to show.
@@ -68,6 +69,7 @@ class MemoryPlan:
   activations: int
   logits: int
   inputs: int
+  gradient_overlap: int = 0
   hbm_bytes_per_device: int | None = None
   reserve_fraction: float = DEFAULT_RESERVE_FRACTION
   activation_parts: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -80,8 +82,14 @@ class MemoryPlan:
 
   @property
   def temporaries(self) -> int:
-    """What the step allocates while it runs (XLA's temp buffers)."""
-    return self.gradients + self.activations + self.logits
+    """What the step allocates at its peak (XLA's temp buffers).
+
+    The backward pass frees each layer's activations as it writes that
+    layer's gradients, so the two never peak together: the smaller of the
+    layers' activations and one micro-batch's gradients
+    (`gradient_overlap`) is counted once.
+    """
+    return self.gradients + self.activations + self.logits - self.gradient_overlap
 
   @property
   def total(self) -> int:
@@ -389,6 +397,8 @@ def plan_memory(*, model: Any, optimizer: Any, rules: partitioning.LogicalRules,
   # The gradient tree is the parameters' shape and sharding; accumulating
   # micro-batches keeps the running sum next to each micro-batch's gradient.
   gradients = parameters * (2 if num_microbatches > 1 else 1)
+  layer_activations = sum(parts.get(name, 0) for name in
+                          ("encoder layers", "decoder layers", "kernel copies"))
   # Token ids, positions, segment ids (int32) and loss weights (float32).
   inputs = sum(math.prod(shape) * 4 for shape in data.model_input_shapes(
       task_feature_lengths, batch_size, pack).values()) // data_size
@@ -401,6 +411,7 @@ def plan_memory(*, model: Any, optimizer: Any, rules: partitioning.LogicalRules,
       activations=sum(parts.values()),
       logits=logits_bytes(config, rows=rows, target_length=target_length,
                           rules=rules, mesh_shape=mesh_shape),
-      inputs=inputs, hbm_bytes_per_device=hbm_bytes_per_device,
+      inputs=inputs, gradient_overlap=min(parameters, layer_activations),
+      hbm_bytes_per_device=hbm_bytes_per_device,
       reserve_fraction=reserve_fraction, activation_parts=parts,
       notes=tuple(notes))
