@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ from cot_distill.model import checkpoints as model_checkpoints
 from cot_distill.model import param_tree
 from cot_distill.model import scanned
 from cot_distill.model import t5x_checkpoints
-from cot_distill.model.config import get_config
+from cot_distill.model.config import T5Config, get_config
 from cot_distill.model.models import EncoderDecoderModel
 from cot_distill.train import data
 from cot_distill.train import optimizers
@@ -188,6 +189,7 @@ def _train(config, params, steps=3, partitioner=None):
   return losses, jax.device_get(state.params), state, shardings
 
 
+@pytest.mark.slow  # two train-step compiles (~30 s on a loaded 2-core machine)
 def test_adafactor_steps_equal_the_unscanned_run(params):
   want_losses, want_params, _, _ = _train(CONFIG, params[0])
   losses, stacked, state, _ = _train(SCANNED, params[1])
@@ -285,3 +287,103 @@ def test_scanning_12_plus_12_layers_compiles_faster():
         f"({unscanned / stacked:.1f}x); tracing + lowering {unscanned_trace:.1f} s vs "
         f"{stacked_trace:.1f} s")
   assert stacked < unscanned / 2, (unscanned, stacked)
+
+
+def test_a_scanned_run_restores_exports_and_starts_runs_in_either_layout(
+    params, tmp_path, monkeypatch):
+  from cot_distill import vocabularies  # pylint: disable=g-import-not-at-top
+  from cot_distill.commands import export  # pylint: disable=g-import-not-at-top
+  from cot_distill.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from cot_distill.train import initial_checkpoint  # pylint: disable=g-import-not-at-top
+  from cot_distill.train import trainer  # pylint: disable=g-import-not-at-top
+  unscanned, stacked = params
+  run = tmp_path / "run"
+  checkpoints.write_model_config(
+      str(run), config=SCANNED,
+      vocabulary={"spm_path": vocabularies.DEFAULT_SPM_PATH, "extra_ids": 100},
+      mixture_or_task_name="toy", task_feature_lengths={"inputs": 16, "targets": 8})
+  tx = optimizers.adamw(optimizers.constant_schedule(1e-3))
+  state = state_lib.TrainState(step=jax.numpy.asarray(3, jax.numpy.int32), params=stacked,
+                               opt_state=tx.init(stacked),
+                               rng=jax.random.key_data(jax.random.key(0)))
+  saver = checkpoints.TrainCheckpointer(str(run), checkpoints.CheckpointConfig())
+  saver.save(state, train_testing.TOY_POSITION)
+  saver.wait()
+  saver.close()
+  same = lambda got, want: jax.tree.map(np.testing.assert_array_equal, jax.device_get(got),
+                                        jax.device_get(want))
+
+  # restore_params: the layout of the run's model_config.json.
+  restored, config, _ = checkpoints.restore_params(str(run))
+  assert config == SCANNED
+  same(restored, stacked)
+
+  # export: T5X's unscanned tree (and model.gin) by default, stacked on request.
+  written = export.export_t5x(str(run), str(tmp_path / "t5x"))
+  same(param_tree.unflatten(t5x_checkpoints.read_t5x_params(written["checkpoint"])), unscanned)
+  assert written["model_gin"]
+  exported_config = T5Config.from_dict(json.loads(
+      (tmp_path / "t5x" / checkpoints.MODEL_CONFIG_FILE).read_text())["t5config"])
+  assert exported_config == CONFIG
+  written = export.export_t5x(str(run), str(tmp_path / "stacked"), layout="scanned")
+  same(param_tree.unflatten(t5x_checkpoints.read_t5x_params(written["checkpoint"])), stacked)
+  assert written["model_gin"] is None
+
+  # INITIAL_CHECKPOINT_PATH: the scanned run starts an unscanned one.
+  tx = optimizers.adamw(optimizers.constant_schedule(1e-3))
+  shapes, specs = train_testing.abstract_state(EncoderDecoderModel(CONFIG), tx)
+  shardings = state_lib.state_shardings(partitioning.Partitioner(devices=jax.devices()[:1]),
+                                        shapes, specs)
+  same(initial_checkpoint.load_initial_params(str(run), CONFIG, shapes.params,
+                                              shardings.params), unscanned)
+
+  # Resuming the run with the other layout is refused, naming scan_layers;
+  # a model_config.json written before the field existed reads as unscanned.
+  monkeypatch.setattr(trainer, "_task_vocabulary",
+                      lambda _: type("Vocabulary", (), {"extra_ids": 100})())
+  differences = trainer._model_config_differences(str(run), CONFIG, "toy")  # pylint: disable=protected-access
+  assert len(differences) == 1
+  assert differences[0].startswith("scan_layers: checkpoint True, config False (")
+  assert "INITIAL_CHECKPOINT_PATH" in differences[0]
+  old = json.loads((run / checkpoints.MODEL_CONFIG_FILE).read_text())
+  del old["model"]["scan_layers"]
+  (run / checkpoints.MODEL_CONFIG_FILE).write_text(json.dumps(old))
+  assert trainer._model_config_differences(str(run), CONFIG, "toy") == []  # pylint: disable=protected-access
+  assert trainer._model_config_differences(str(run), SCANNED, "toy")[0].startswith(  # pylint: disable=protected-access
+      "scan_layers: checkpoint False, config True")
+
+
+def test_gin_binding_reaches_the_trainers_model():
+  import gin  # pylint: disable=g-import-not-at-top
+  from cot_distill.commands import train as train_command  # pylint: disable=g-import-not-at-top
+  from cot_distill.train import trainer  # pylint: disable=g-import-not-at-top
+  repo = train_testing.__file__.rsplit("/tests/", 1)[0]
+  gin.clear_config()
+  try:
+    train_command.parse_gin(
+        [f"{repo}/gin/models/t5_1_1_tiny.gin", f"{repo}/gin/runs/finetune_cot.gin"],
+        ["MIXTURE_OR_TASK_NAME = 'some.task'", "MODEL_DIR = '/tmp/m'",
+         "config.get_config.scan_layers = True"], [repo])
+    config = gin.get_bindings(trainer.train)["model"].config
+  finally:
+    gin.clear_config()
+  assert config.scan_layers and config.num_encoder_layers == 2
+
+
+def test_t5x_fixture_loads_scanned_and_reproduces_t5x(t5x_tiny_dir):
+  """T5X's own (unscanned) checkpoint into a scanned network: T5X's logits and decodes."""
+  config = T5Config.from_dict(json.loads(
+      (t5x_tiny_dir / "model_config.json").read_text())["t5config"]).replace(
+          dtype="float32", scan_layers=True)
+  params, _ = model_checkpoints.load_t5x_checkpoint(
+      t5x_tiny_dir / "checkpoint_legacy" / "checkpoint_1000", config)
+  assert "layers" in params["encoder"] and "layers_0" not in params["encoder"]
+  arrays = dict(np.load(t5x_tiny_dir / "batch_and_logits.npz"))
+  batch = {name: arrays[name] for name in ("encoder_input_tokens", "decoder_input_tokens",
+                                           "decoder_target_tokens", "decoder_loss_weights")}
+  model = EncoderDecoderModel(config)
+  np.testing.assert_allclose(jax.jit(model.compute_logits)(params, batch),
+                             arrays["logits_float32_activations"], atol=1e-4, rtol=0)
+  tokens = model.predict_batch(params, batch, max_decode_length=64)
+  np.testing.assert_array_equal(tokens, np.load(t5x_tiny_dir / "greedy_decode.npz")[
+      "decode_ids_float32_activations"])
