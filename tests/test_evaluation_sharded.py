@@ -4,9 +4,10 @@ A `cot-distill train` MODEL_DIR with random tiny parameters (float32, T5's
 vocabulary) is restored onto 8 fake CPU devices with each layout and onto
 one device; greedy, sampled (fixed seed), beam and calculator-scored
 predictions must be identical, and the 8-device parameters must really be
-split as the layout says. The last test runs the command line in a
-subprocess with 8 devices and compares its predictions.jsonl with a
-1-device run.
+split as the layout says. The command line runs in a subprocess with 8
+devices, and as two joined processes of 4 devices (the hosts of a slice,
+the data axis across them); each predictions.jsonl must equal a 1-device
+run's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -259,31 +261,80 @@ def test_evaluate_with_the_calculator_is_the_same_on_8_devices_and_1(
   assert summary["tasks"]["arith"] == single["tasks"]["arith"]
 
 
+_CLI_DECODE = ["--batch-size", "4", "--decode", "sample", "--num-samples", "2",
+               "--seed", "11", "--max-decode-length", "16"]
+
+
+def _environment(devices):
+  environment = {key: value for key, value in os.environ.items()
+                 if not key.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES",
+                                        "JAX_PROCESS_ID", "TPU_", "SLURM_"))}
+  environment.update(
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return environment
+
+
+def _command(model_dir, examples, out, *extra):
+  return [sys.executable, "-m", "cot_distill.cli", "evaluate", "--checkpoint",
+          str(model_dir), "--examples", f"arith={examples}", *_CLI_DECODE,
+          "--out", str(out), *extra]
+
+
+def _one_device_cli_equivalent(model_dir, examples, out):
+  """The same evaluation in this process, on one device."""
+  evaluator.evaluate(
+      checkpoint=str(model_dir), tasks=[f"arith={examples}"],
+      out_dir=str(out), batch_size=4, decode_method="sample",
+      num_samples=2, seed=11, max_decode_length=16,
+      predictor_factory=lambda path, decode, batch_size: _predictor(
+          path, decode, _one_device(), batch_size=batch_size))
+  return _records(out)
+
+
 @pytest.mark.slow
 def test_command_line_on_8_devices_writes_the_1_device_predictions(
     model_dir, tmp_path):
   """`cot-distill evaluate` in a fresh process that sees 8 devices."""
   examples = _examples_file(tmp_path / "arith.jsonl")
-  flags = ["--checkpoint", str(model_dir), "--examples", f"arith={examples}",
-           "--batch-size", "4", "--decode", "sample", "--num-samples", "2",
-           "--seed", "11", "--max-decode-length", "16"]
-  environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                     XLA_FLAGS="--xla_force_host_platform_device_count=8")
   result = subprocess.run(
-      [sys.executable, "-m", "cot_distill.cli", "evaluate", *flags,
-       "--out", str(tmp_path / "cli")],
-      cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
-      timeout=600, check=False)
+      _command(model_dir, examples, tmp_path / "cli"), cwd=REPO_ROOT,
+      env=_environment(8), capture_output=True, text=True, timeout=600,
+      check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "decoding on 8 device(s): 2 data x 4 model, layout model_parallel" in (
       result.stderr)
-  evaluator.evaluate(
-      checkpoint=str(model_dir), tasks=[f"arith={examples}"],
-      out_dir=str(tmp_path / "one"), batch_size=4, decode_method="sample",
-      num_samples=2, seed=11, max_decode_length=16,
-      predictor_factory=lambda path, decode, batch_size: _predictor(
-          path, decode, _one_device(), batch_size=batch_size))
-  assert _records(tmp_path / "cli") == _records(tmp_path / "one")
+  assert _records(tmp_path / "cli") == _one_device_cli_equivalent(
+      model_dir, examples, tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_two_hosts_evaluate_on_one_mesh_as_one_device(model_dir, tmp_path):
+  """Two processes of 4 devices join (as the hosts of a slice do) and decode
+  on one 2 x 4 mesh whose data axis spans them; each writes the 1-device
+  predictions."""
+  examples = _examples_file(tmp_path / "arith.jsonl")
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  processes = [subprocess.Popen(
+      _command(model_dir, examples, tmp_path / f"host{index}",
+               "--coordinator-address", f"127.0.0.1:{port}",
+               "--num-processes", "2", "--process-id", str(index)),
+      cwd=REPO_ROOT, env=_environment(4), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for index in range(2)]
+  try:
+    outputs = [process.communicate(timeout=600) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+    assert "decoding on 8 device(s): 2 data x 4 model" in stderr
+  expected = _one_device_cli_equivalent(model_dir, examples, tmp_path / "one")
+  assert _records(tmp_path / "host0") == expected
+  assert _records(tmp_path / "host1") == expected
 
 
 # ----------------------------------------------------------------------------

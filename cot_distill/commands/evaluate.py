@@ -10,7 +10,9 @@
 The checkpoint is restored onto the devices with the layout it was trained
 with (model_config.json records it; `--layout`/`--num-partitions` or
 `evaluate.layout` override it) and decoded there, sharded, so run this on
-the slice that trained the student (every host runs the same command).
+the slice that trained the student: every host runs the same command (with
+--coordinator-address/--num-processes/--process-id where the hosts are not
+found by themselves) and writes the same results to its own OUT.
 
 A thin entry over `cot_distill.evaluation.evaluator.evaluate`, which gin can
 configure too (`--gin-file`, `--gin-binding 'evaluate.batch_size = 64'`);
@@ -76,6 +78,11 @@ def register(subparsers) -> None:
   parser.add_argument("--num-devices", type=int,
                       help="decode on the first N devices of this host only "
                       "(default: all devices of all hosts)")
+  parser.add_argument("--coordinator-address", help=(
+      "multi-host: host:port of process 0 (with --num-processes and "
+      "--process-id; on a TPU pod slice the hosts are found without them)"))
+  parser.add_argument("--num-processes", type=int)
+  parser.add_argument("--process-id", type=int)
   parser.add_argument("--gin-file", action="append", default=[],
                       help="gin file configuring `evaluate` (repeatable)")
   parser.add_argument("--gin-binding", action="append", default=[],
@@ -153,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
   import gin  # pylint: disable=g-import-not-at-top
   from cot_distill import cpu_runtime  # pylint: disable=g-import-not-at-top
   cpu_runtime.prefer_synchronous_dispatch()
+  # Every host of the slice joins (as in `cot-distill train`) before any
+  # backend starts, so the mesh spans the slice; each writes its own OUT.
+  from cot_distill.train import multihost  # pylint: disable=g-import-not-at-top
+  multihost.initialize(args.coordinator_address, args.num_processes,
+                       args.process_id)
   from cot_distill import console  # pylint: disable=import-outside-toplevel
   console.report_backends()
   from cot_distill import vocabularies  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
