@@ -70,7 +70,7 @@ def test_unusable_checkpoints_are_explained(tmp_path):
 def test_decode_settings_and_length_buckets():
   with pytest.raises(ValueError, match="--decode sample"):
     predictor_lib.DecodeSettings(method="greedy", num_samples=4)
-  with pytest.raises(ValueError, match="greedy or sample"):
-    predictor_lib.DecodeSettings(method="beam")
+  with pytest.raises(ValueError, match="greedy, sample or beam"):
+    predictor_lib.DecodeSettings(method="nucleus")
   assert [predictor_lib._bucket(n, 512) for n in (1, 8, 9, 100, 600)] == [
       8, 8, 16, 128, 512]

@@ -229,6 +229,19 @@ def test_a_scanned_student_trained_with_fsdp_decodes_as_on_one_device(
   assert _predict(predictor) == _predict(one)
 
 
+def test_beam_search_through_evaluate_is_the_same_on_8_devices(model_dir):
+  beam = DecodeSettings(method="beam", beam_size=3, max_decode_length=12)
+  assert "beam_size" in beam.to_dict()
+  # Unused beam settings stay out of greedy fingerprints (resume as before).
+  assert "beam_size" not in DecodeSettings().to_dict()
+  eight = _predictor(model_dir, beam)
+  assert eight.partitioner.mesh.size == 8
+  predicted = _predict(eight)
+  assert predicted == _predict(_predictor(model_dir, beam, _one_device()))
+  with pytest.raises(ValueError, match="one output per question"):
+    DecodeSettings(method="beam", num_samples=2)
+
+
 def _examples_file(path):
   with open(path, "w") as handle:
     for index, question in enumerate(QUESTIONS):

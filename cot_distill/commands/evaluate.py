@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                       "(default: test; strategyqa and commonsenseqa: dev)")
   parser.add_argument("--limit", type=int, help="first N examples per task")
   parser.add_argument("--batch-size", type=int)
-  parser.add_argument("--decode", choices=("greedy", "sample"),
+  parser.add_argument("--decode", choices=("greedy", "sample", "beam"),
                       dest="decode_method")
   parser.add_argument("--num-samples", type=int,
                       help="samples per question for self-consistency")
@@ -52,6 +52,9 @@ def register(subparsers) -> None:
   parser.add_argument("--top-k", type=int)
   parser.add_argument("--top-p", type=float)
   parser.add_argument("--seed", type=int)
+  parser.add_argument("--beam-size", type=int, help="beams kept (--decode beam)")
+  parser.add_argument("--alpha", type=float,
+                      help="beam search length penalty (GNMT alpha)")
   parser.add_argument("--max-input-length", type=int,
                       help="default: the training task's input length")
   parser.add_argument("--max-decode-length", type=int,
@@ -92,6 +95,7 @@ def register(subparsers) -> None:
 
 _KEYWORDS = ("checkpoint", "split", "limit", "batch_size", "decode_method",
              "num_samples", "temperature", "top_k", "top_p", "seed",
+             "beam_size", "alpha",
              "max_input_length", "max_decode_length", "calculator",
              "target_format", "data_dir", "train_data", "label", "layout",
              "num_partitions", "num_devices")

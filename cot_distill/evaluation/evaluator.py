@@ -380,7 +380,8 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
              split: str | None = None, limit: int | None = None,
              batch_size: int = 32, decode_method: str = "greedy",
              num_samples: int = 1, temperature: float = 0.7, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0,
+             top_p: float = 1.0, seed: int = 0, beam_size: int = 4,
+             alpha: float = 0.6,
              max_input_length: int | None = None,
              max_decode_length: int | None = None, calculator: bool = False,
              target_format: str | None = None, data_dir: str | None = None,
@@ -400,7 +401,8 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
     split: split for every registry task without an explicit one.
     limit: first N examples per task (quick checks; the summary says so).
     batch_size: examples decoded together (the last batch is padded).
-    decode_method, num_samples, temperature, top_k, top_p, seed: decoding;
+    decode_method, num_samples, temperature, top_k, top_p, seed, beam_size,
+      alpha: decoding ("greedy", "sample" or "beam");
       num_samples > 1 (with "sample") adds self-consistency voting.
     max_input_length, max_decode_length: default to the training task's
       feature lengths from model_config.json.
@@ -427,7 +429,8 @@ def evaluate(*, checkpoint: str, tasks: Sequence[str], out_dir: str,
   decode = DecodeSettings(method=decode_method, num_samples=num_samples,
                           temperature=temperature, top_k=top_k, top_p=top_p,
                           seed=seed, max_input_length=max_input_length,
-                          max_decode_length=max_decode_length)
+                          max_decode_length=max_decode_length,
+                          beam_size=beam_size, alpha=alpha)
   plan = _plan(checkpoint, tasks, split, target_format)
   out = pathlib.Path(out_dir)
   task_summaries, evaluated = _run_tasks(
