@@ -202,3 +202,41 @@ def test_json_plan_of_one_slice(capsys):
 def test_unknown_slice_exits_2(capsys):
   assert cli.main(["plan", f"--gin_file={RECIPE}", "--slice", "v9-1"]) == 2
   assert "gin/partitioning/slices/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(slices.known_slices()))
+def test_every_slice_file_states_its_facts(name):
+  import gin  # pylint: disable=import-outside-toplevel
+  from cot_distill.commands import train as train_command  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  try:
+    train_command.parse_gin([str(slices.slice_file(name))], [])
+    facts = slices.Slice(**gin.get_bindings(slices.Slice))
+    num_partitions = gin.query_parameter("%NUM_PARTITIONS")
+  finally:
+    gin.clear_config()
+  assert facts.name == name
+  assert facts.devices % num_partitions == 0
+  assert facts.hbm_bytes_per_device >= 16e9 and facts.hosts >= 1
+
+
+def test_without_a_slice_the_plan_is_for_this_machines_devices(capsys):
+  assert cli.main(["plan", "--gin_file=gin/models/t5_1_1_tiny.gin",
+                   "--gin_file=gin/runs/finetune_cot.gin", "--gin.BATCH_SIZE=8",
+                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}"]) == 0
+  table = capsys.readouterr().out
+  assert f"this machine ({jax.device_count()} devices)" in table
+  assert "HBM unknown" in table  # CPU devices report no memory limit
+
+
+def test_scanned_layers_plan_the_same_arguments_as_compiled():
+  # Stacked layer parameters ([layers] axis kept whole) and Adafactor's
+  # per-layer statistics; the activation model does not depend on it.
+  train_testing.require_eight_devices()
+  model = _model(scan_layers=True)
+  plan = _plan(model, "model_parallel", 4, 8)
+  compiled = _compiled_memory(model, "model_parallel", 4, 8, optimize=False)
+  assert plan.arguments == pytest.approx(compiled.argument_size_in_bytes, rel=0.01)
+  unscanned = _plan(_model(), "model_parallel", 4, 8)
+  assert plan.parameters == unscanned.parameters
+  assert plan.activations == unscanned.activations

@@ -126,8 +126,12 @@ def format_table(rows: Sequence[tuple[str, Any]]) -> str:
       continue
     values = plan.to_dict()
     mesh = "x".join(str(size) for size in plan.mesh_shape.values())
-    fits = {True: f"yes ({_gib(plan.headroom)} free)",
-            False: f"NO (short {_gib(-plan.headroom)})", None: "?"}[plan.fits]
+    if plan.fits is None:
+      fits = "? (HBM unknown)"
+    elif plan.fits:
+      fits = f"yes ({_gib(plan.headroom)} free)"
+    else:
+      fits = f"NO (short {_gib(-plan.headroom)})"
     table.append([plan.name, mesh, plan.layout, plan.remat_policy,
                   f"{plan.rows_per_device} x {plan.num_microbatches}",
                   *[_gib(values[key]) for key, _ in _COLUMNS], fits])
