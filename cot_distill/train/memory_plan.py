@@ -152,7 +152,7 @@ def shard_shape(shape: Sequence[int], mesh_spec: PartitionSpec,
 
 
 def _path(path) -> str:
-  return "/".join(state_lib._path_names(path))  # pylint: disable=protected-access
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def sharded_bytes(shapes: Any, logical_specs: Any, rules: partitioning.LogicalRules,
