@@ -387,3 +387,19 @@ def test_t5x_fixture_loads_scanned_and_reproduces_t5x(t5x_tiny_dir):
   tokens = model.predict_batch(params, batch, max_decode_length=64)
   np.testing.assert_array_equal(tokens, np.load(t5x_tiny_dir / "greedy_decode.npz")[
       "decode_ids_float32_activations"])
+
+
+def test_optimizer_state_specs_never_drop_the_layer_axis():
+  # [embed 16, layers 16, mlp 8]: v_row drops embed (the largest factored
+  # axis) although dropping the equally long layer axis gives the same shape.
+  param_shapes = {"encoder": {"layers": {"mlp": {"wi_0": {
+      "kernel": jax.ShapeDtypeStruct((16, 16, 8), np.float32)}}}}}
+  param_specs = {"encoder": {"layers": {"mlp": {"wi_0": {
+      "kernel": PartitionSpec("data", None, "model")}}}}}
+  tx = optimizers.adafactor(optimizers.constant_schedule(1e-3), min_dim_size_to_factor=2)
+  opt_shapes = jax.eval_shape(tx.init, param_shapes)
+  specs = state_lib.optimizer_state_specs(opt_shapes, param_shapes, param_specs)
+  kernel = lambda tree: tree["encoder"]["layers"]["mlp"]["wi_0"]["kernel"]
+  assert kernel(opt_shapes[0].v_row).shape == (16, 8)
+  assert kernel(specs[0].v_row) == PartitionSpec(None, "model")
+  assert kernel(specs[0].v_col) == PartitionSpec("data", None)

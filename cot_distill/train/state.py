@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from cot_distill.model import scanned
 from cot_distill.train import partitioning
 
 
@@ -65,8 +66,12 @@ def _spec_for_state_leaf(names: tuple[str, ...], leaf: Any,
   if tuple(leaf.shape) == tuple(shape):
     return PartitionSpec(*spec)
   if len(leaf.shape) == len(shape) - 1:
+    # A scanned network's stacked layer axis is never the one dropped
+    # (optimizers.py factors per layer), even where its size repeats.
+    layer_axis = scanned.layer_axis(names[start:])
     candidates = [axis for axis in range(len(shape))
-                  if tuple(shape[:axis] + shape[axis + 1:]) == tuple(leaf.shape)]
+                  if tuple(shape[:axis] + shape[axis + 1:]) == tuple(leaf.shape)
+                  and axis != layer_axis]
     if candidates:
       # optax's v_row drops the largest axis, v_col the second largest; of
       # equal sizes, argsort ranks the later axis as the larger.
