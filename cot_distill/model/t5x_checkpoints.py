@@ -180,7 +180,10 @@ def write_t5x_checkpoint(params: Any, step: int, model_dir: str | os.PathLike) -
 
   Args:
     params: our parameter tree (T5X's names: encoder/layers_0/...), any
-      arrays; written as float32, which T5X restores into any dtype.
+      arrays; written as float32, which T5X restores into any dtype. A
+      scanned tree (stacked encoder/layers/...) is written as it is; T5X's
+      T5 network reads only the unscanned one (`scanned.unscan_params`,
+      which `cot-distill export` applies by default). Our readers take both.
     step: the training step recorded in the checkpoint (and its name).
     model_dir: a local directory, created if needed (T5X's MODEL_DIR role).
 
