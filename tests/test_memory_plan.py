@@ -105,7 +105,9 @@ def test_argument_bytes_equal_the_compiled_steps(layout, num_partitions, num_dev
   compiled = _compiled_memory(model, layout, num_partitions, num_devices, optimize=False)
   print(f"\n{layout} {num_devices // num_partitions}x{num_partitions}: plan "
         f"{plan.arguments:,} compiled {compiled.argument_size_in_bytes:,} bytes")
-  assert plan.arguments == pytest.approx(compiled.argument_size_in_bytes, rel=0.01)
+  # The plan is 376 bytes over: jit drops the 94 one-element Adafactor
+  # placeholders (optax's v / v_row / v_col stand-ins) that the step never reads.
+  assert plan.arguments == pytest.approx(compiled.argument_size_in_bytes, rel=1e-3)
   assert not plan.notes  # every split axis divides: nothing kept whole
 
 
