@@ -159,13 +159,13 @@ def run(args: argparse.Namespace) -> int:
             [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
              *environment_bindings()],
             [path for path in args.gin_search_paths.split(",") if path])
-  check_task_name()
   cpu_runtime.prefer_synchronous_dispatch()
   from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
   multihost.initialize(args.coordinator_address, args.num_processes,
                        args.process_id)
   from cot_distill import console  # pylint: disable=import-outside-toplevel
   console.report_backends()
+  check_task_name()
   # Process-wide, so made here and not by the library.
   with cpu_runtime.retained_memory() as retained:
     if retained:
