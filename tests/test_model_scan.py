@@ -143,7 +143,7 @@ def test_cached_decoding_gives_the_same_tokens(params):
     got = EncoderDecoderModel(SCANNED).predict_batch(
         stacked, batch, decode_method=method, max_decode_length=7, **kwargs)
     np.testing.assert_array_equal(got, want, err_msg=method)
-  # The cache is stacked after its batch axis.
+  # The cache is stacked per layer in front of its rows (T5X's layout).
   model = EncoderDecoderModel(SCANNED)
   encoded = model.module.apply({"params": stacked}, batch["encoder_input_tokens"],
                                enable_dropout=False, method=model.module.encode)
@@ -152,7 +152,7 @@ def test_cached_decoding_gives_the_same_tokens(params):
       decode=True, max_decode_length=7, enable_dropout=False, mutable=["cache"],
       method=model.module.decode)
   key = cache["cache"]["decoder"]["layers"]["self_attention"]["cached_key"]
-  assert key.shape == (4, 3, CONFIG.num_heads, 7, CONFIG.head_dim)
+  assert key.shape == (3, 4, CONFIG.num_heads, 7, CONFIG.head_dim)
 
 
 def test_dropout_is_drawn_per_layer_and_step(params):

@@ -98,30 +98,37 @@ def brevity_penalty(alpha: float, length: Array) -> Array:
   return jnp.power((5.0 + length.astype(jnp.float32)) / 6.0, alpha)
 
 
-def _gather_beams(tree: Any, beam_indices: Array, batch_size: int, old_beams: int) -> Any:
-  """Selects beams [batch, new_beams] from leaves shaped [batch * old_beams, ...].
+def _gather_beams(tree: Any, beam_indices: Array, batch_size: int, old_beams: int,
+                  batch_axis: int = 0) -> Any:
+  """Selects beams [batch, new_beams] from leaves with batch * old_beams rows.
 
-  Scalars (the cache's step counter) are shared by all rows and kept as is.
+  The rows are axis `batch_axis` (1 for a scanned network's cache, stacked
+  per layer in front). Scalars (the cache's step counter) are shared by all
+  rows and kept as is.
   """
   def gather(x):
     if x.ndim == 0:
       return x
-    x = x.reshape((batch_size, old_beams) + x.shape[1:])
-    x = jnp.take_along_axis(
-        x, beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2)), axis=1)
-    return x.reshape((-1,) + x.shape[2:])
+    lead = x.shape[:batch_axis]
+    x = x.reshape(lead + (batch_size, old_beams) + x.shape[batch_axis + 1:])
+    indices = beam_indices.reshape(
+        (1,) * batch_axis + beam_indices.shape + (1,) * (x.ndim - batch_axis - 2))
+    x = jnp.take_along_axis(x, indices, axis=batch_axis + 1)
+    return x.reshape(lead + (-1,) + x.shape[batch_axis + 2:])
   return jax.tree_util.tree_map(gather, tree)
 
 
 def beam_search(tokens_to_logits: TokensToLogits, state: Any, *, batch_size: int,
                 beam_size: int, max_decode_length: int, eos_id: int,
-                alpha: float = 0.6, start_id: int = PAD_ID) -> tuple[Array, Array]:
+                alpha: float = 0.6, start_id: int = PAD_ID,
+                state_batch_axis: int = 0) -> tuple[Array, Array]:
   """Beam search; returns (tokens [batch, beam, length], scores [batch, beam]).
 
   Beams are sorted best first. A finished beam scores log p / brevity
   penalty (alpha as T5X); the search stops when no live beam can still beat
   the worst finished one. Rows that finish no beam return their live beams
-  scored by raw log-probability. `state` must already hold batch * beam rows.
+  scored by raw log-probability. `state` must already hold batch * beam rows (axis
+  `state_batch_axis` of its arrays).
   """
   shape = (batch_size, beam_size)
 
@@ -160,7 +167,7 @@ def beam_search(tokens_to_logits: TokensToLogits, state: Any, *, batch_size: int
     live_scores, live_pick = jax.lax.top_k(live_scores, beam_size)
     live_tokens = jnp.take_along_axis(top_tokens, live_pick[..., None], axis=1)
     state = _gather_beams(state, jnp.take_along_axis(top_beams, live_pick, axis=1),
-                          batch_size, beam_size)
+                          batch_size, beam_size, state_batch_axis)
 
     # Finished: merge the old finished beams with the ones that just ended.
     new_scores = jnp.where(is_eos, top_scores / brevity_penalty(alpha, step + 1), NEG_INF)

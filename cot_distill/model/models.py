@@ -259,9 +259,11 @@ class EncoderDecoderModel:
     if decode_method == "beam":
       if eos_id is None:
         raise ValueError("beam search needs an eos_id")
+      # A scanned network's cache is stacked per layer in front of its rows.
       tokens, scores = decoding.beam_search(
           tokens_to_logits, state, batch_size=batch_size, beam_size=beam_size,
-          max_decode_length=max_decode_length, eos_id=eos_id, alpha=alpha)
+          max_decode_length=max_decode_length, eos_id=eos_id, alpha=alpha,
+          state_batch_axis=1 if use_cache and module.config.scan_layers else 0)
       return tokens[:, :num_decodes], scores[:, :num_decodes]
     tokens, scores = decoding.temperature_sample(
         tokens_to_logits, state, num_rows=batch_size * copies,

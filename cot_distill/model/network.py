@@ -77,9 +77,8 @@ def scan_layers(layer_class: type[nn.Module], num_layers: int, num_broadcast: in
   layer gets its own slice of the stacked parameters (axis
   `scanned.PARAM_SCAN_AXIS`, logical name "layers" added to the boxes, so
   the partitioning rules see it) and of the decoding cache (axis
-  `scanned.CACHE_SCAN_AXIS`, after batch, so the decoders' beam gathers and
-  batch shardings still find batch on axis 0); "params" and "dropout" rngs
-  are split per layer.
+  `scanned.CACHE_SCAN_AXIS`, in front of the rows); "params" and "dropout"
+  rngs are split per layer.
   """
   return nn.scan(
       layer_class,
