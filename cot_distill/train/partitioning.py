@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-import seqio
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -186,19 +185,6 @@ class Partitioner:
   def batch_sharding(self) -> NamedSharding:
     """Batch arrays [B, ...] split along B over `data`, whole over `model`."""
     return NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
-
-  def data_shard_info(self, global_batch_size: int) -> seqio.ShardInfo:
-    """Which slice of the global batch this host reads (T5X's data layout).
-
-    Hosts whose devices hold the same batch rows (the model axis spanning
-    hosts) read the same shard; otherwise each host reads its own.
-    """
-    rows_per_host = self.per_host_batch_size(global_batch_size)
-    first_row = min(
-        index[0].start or 0 for index in self.batch_sharding()
-        .addressable_devices_indices_map((global_batch_size,)).values())
-    return seqio.ShardInfo(index=first_row // rows_per_host,
-                           num_shards=global_batch_size // rows_per_host)
 
   def per_host_batch_size(self, global_batch_size: int) -> int:
     if global_batch_size % self.data_parallel_size:
