@@ -94,5 +94,9 @@ def test_decode_profile_counts_the_loop_body_once():
   assert all(row.label != "other" or row.operations > 1 for row in result["by_kind"])
   phases = {row.label for row in result["by_phase"]}
   assert "per token (loop body)" in phases
+  # The body ran once per new token (4), so its work counts 4 times.
+  body = [op for op, instruction in instructions.items()
+          if instruction.in_loop and op in result["executions"]]
+  assert body and all(result["executions"][op] == pytest.approx(4) for op in body)
   assert "search loop (argmax, state)" in {row.label for row in result["by_part"]}
   assert result["matched"] == pytest.approx(result["total"])

@@ -51,6 +51,7 @@ _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
 _OPERAND = re.compile(r"%([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_BODY = re.compile(r"body=%?([\w.\-]+)")
 _CONTRACTING = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
 
 # Model parts, matched against the module path in op_name (first match wins).
@@ -74,6 +75,7 @@ class Instruction:
   flops: float          # matrix-product FLOPs inside it
   bytes: float          # operand + result bytes
   kind: str             # "matmul", "elementwise/reduction", "data movement", "other"
+  in_loop: bool = False  # in a while loop's body (runs once per iteration)
 
 
 def _shapes(text: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -129,6 +131,9 @@ def parse_hlo(text: str) -> dict[str, Instruction]:
     names = [match.group(1) for match in names if match]
     return names[-1] if names else ""
 
+  loop_bodies = {body for entries in computations.values()
+                 for _, opcode, _, attributes, _ in entries if opcode == "while"
+                 for body in _BODY.findall(attributes)}
   called_by_fusion = {called for entries in computations.values()
                       for _, opcode, _, attributes, _ in entries if opcode == "fusion"
                       for called in _CALLS.findall(attributes)}
@@ -149,9 +154,14 @@ def parse_hlo(text: str) -> dict[str, Instruction]:
                if opcode == "fusion" else 0.0)
       traffic = _size(_shapes(result_type)) + sum(
           _size(shapes.get(operand, ())) for operand in operands)
+      if opcode in ("gather", "dynamic-slice") or (
+          opcode == "fusion" and re.search(r"gather|dynamic.slice", name)):
+        # A gather reads the rows it returns, not its whole operand (an
+        # embedding lookup touches 8 rows of a 32128-row table).
+        traffic = 2 * _size(_shapes(result_type))
       instructions[name] = Instruction(
           name, opcode, op_name, flops, traffic,
-          _kind(opcode, flops, name))
+          _kind(opcode, flops, name), computation in loop_bodies)
   return instructions
 
 
@@ -183,9 +193,12 @@ def _kind(opcode: str, flops: float, name: str) -> str:
 CONTAINERS = ("while", "conditional", "call")
 
 
-def decode_phase(op_name: str) -> str:
-  """Decoding: the loop body runs once per new token, the rest once per batch."""
-  return "per token (loop body)" if "while/body" in op_name else "once per batch"
+def decode_phase(instruction: Instruction) -> str:
+  """Decoding: the loop body runs once per new token, the rest once per batch.
+
+  Read from where the instruction is, not from its `while/body` scope: XLA
+  hoists loop-invariant work out of the body and keeps the scope name."""
+  return "per token (loop body)" if instruction.in_loop else "once per batch"
 
 
 def phase(op_name: str) -> str:
@@ -211,11 +224,14 @@ def part(op_name: str, outside_model: str = "optimizer and step") -> str:
   return outside_model if op_name else "output copies (no metadata)"
 
 
-def trace_operation_times(run: Callable[[], None], steps: int) -> tuple[dict[str, float], float, str]:
+def trace_operation_times(run: Callable[[], None], steps: int
+                          ) -> tuple[dict[str, float], dict[str, float], float, str]:
   """Runs `run` `steps` times under JAX's profiler.
 
-  Returns ({HLO instruction: seconds per step}, wall seconds per step, the
-  HLO module that took the most time); only that module's operations count.
+  Returns ({HLO instruction: seconds per step}, {HLO instruction: executions
+  per step}, wall seconds per step, the HLO module that took the most time);
+  only that module's operations count. An instruction in a loop body runs
+  once per iteration, so its work is its HLO work times its executions.
   """
   import jax  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory(prefix="cot-distill-profile-") as directory:
@@ -233,19 +249,22 @@ def trace_operation_times(run: Callable[[], None], steps: int) -> tuple[dict[str
     with gzip.open(paths[0], "rt") as file:
       events = json.load(file)["traceEvents"]
   by_module: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  executions: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   devices: dict[str, set] = collections.defaultdict(set)
   for event in events:
     args = event.get("args") or {}
     if "hlo_op" in args and "dur" in event:
       module = args.get("hlo_module", "")
       by_module[module][args["hlo_op"]] += event["dur"] * 1e-6 / steps
+      executions[module][args["hlo_op"]] += 1 / steps
       devices[module].add(args.get("device_ordinal"))
   if not by_module:
     raise RuntimeError("the trace has no per-operation events (not an XLA:CPU thunk runtime?)")
   module = max(by_module, key=lambda name: sum(by_module[name].values()))
   # Every device runs the same SPMD program: report one device's share.
   count = max(len(devices[module]), 1)
-  return {op: seconds / count for op, seconds in by_module[module].items()}, wall, module
+  return ({op: seconds / count for op, seconds in by_module[module].items()},
+          {op: runs / count for op, runs in executions[module].items()}, wall, module)
 
 
 @dataclasses.dataclass
@@ -257,11 +276,14 @@ class Row:
   bytes: float = 0.0
   other_seconds: float = 0.0
   operations: int = 0
+  executions: float = 0.0
 
 
 def breakdown(times: Mapping[str, float], instructions: Mapping[str, Instruction],
-              key: Callable[[Instruction], str]) -> list[Row]:
-  """Rows keyed by `key(instruction)`, largest time first."""
+              key: Callable[[Instruction], str],
+              executions: Mapping[str, float] | None = None) -> list[Row]:
+  """Rows keyed by `key(instruction)`, largest time first; an instruction's
+  work counts once per execution (default once)."""
   rows: dict[str, Row] = {}
   for name, seconds in times.items():
     instruction = instructions.get(name) or Instruction(name, "?", "", 0.0, 0.0, "other")
@@ -270,27 +292,32 @@ def breakdown(times: Mapping[str, float], instructions: Mapping[str, Instruction
     row = rows.setdefault(key(instruction), Row(key(instruction)))
     row.seconds += seconds
     row.operations += 1
+    runs = (executions or {}).get(name, 1.0)
+    row.executions += runs
     if instruction.kind == "matmul":
-      row.flops += instruction.flops
+      row.flops += instruction.flops * runs
       row.matmul_seconds += seconds
     else:
-      row.bytes += instruction.bytes
+      row.bytes += instruction.bytes * runs
       row.other_seconds += seconds
   return sorted(rows.values(), key=lambda row: -row.seconds)
 
 
 def format_table(title: str, rows: list[Row], *, steps_per_call: int = 1) -> str:
-  """One line per row: ms, share, matmul GFLOP/s, non-matmul GB/s."""
+  """One line per row: ms, share, matmul GFLOP/s, non-matmul GB/s, and the
+  mean time of one execution of an operation (tens of microseconds means
+  the row pays per-operation overhead more than it does work)."""
   total = sum(row.seconds for row in rows) or 1.0
   lines = [title, f"  {'':32s} {'ms':>8s} {'share':>6s} {'matmul ms':>9s} {'GFLOP/s':>8s} "
-                  f"{'other ms':>8s} {'GB/s':>6s} {'ops':>5s}"]
+                  f"{'other ms':>8s} {'GB/s':>6s} {'ops':>5s} {'us/exec':>8s}"]
   for row in rows:
     gflops = f"{row.flops / row.matmul_seconds / 1e9:8.0f}" if row.matmul_seconds else f"{'-':>8s}"
     gbytes = f"{row.bytes / row.other_seconds / 1e9:6.1f}" if row.other_seconds else f"{'-':>6s}"
     lines.append(f"  {row.label:32s} {row.seconds * 1e3 / steps_per_call:8.1f} "
                  f"{row.seconds / total:6.1%} {row.matmul_seconds * 1e3 / steps_per_call:9.1f} "
                  f"{gflops} {row.other_seconds * 1e3 / steps_per_call:8.1f} {gbytes} "
-                 f"{row.operations:5d}")
+                 f"{row.operations:5d} "
+                 f"{row.seconds * 1e6 / row.executions if row.executions else 0:8.1f}")
   return "\n".join(lines)
 
 
@@ -301,18 +328,18 @@ def report(name: str, run: Callable[[], None], hlo_text: str, *, steps: int = 2,
   if program not in ("train", "decode"):
     raise ValueError(f"program must be train or decode, got {program!r}")
   unit = "step" if program == "train" else "batch"
-  times, wall, module = trace_operation_times(run, steps)
+  times, executions, wall, module = trace_operation_times(run, steps)
   instructions = parse_hlo(hlo_text)
   times = {op: seconds for op, seconds in times.items()
            if getattr(instructions.get(op), "opcode", "") not in CONTAINERS}
   matched = sum(seconds for op, seconds in times.items() if op in instructions)
   total = sum(times.values())
   outside = "optimizer and step" if program == "train" else "search loop (argmax, state)"
-  by_kind = breakdown(times, instructions, lambda i: i.kind)
-  by_part = breakdown(times, instructions, lambda i: part(i.op_name, outside))
-  phase_of = phase if program == "train" else decode_phase
+  by_kind = breakdown(times, instructions, lambda i: i.kind, executions)
+  by_part = breakdown(times, instructions, lambda i: part(i.op_name, outside), executions)
+  phase_of = (lambda i: phase(i.op_name)) if program == "train" else decode_phase
   by_phase = breakdown(times, instructions, lambda i: (
-      phase_of(i.op_name) if i.op_name else "output copies (no metadata)"))
+      phase_of(i) if i.op_name else "output copies (no metadata)"), executions)
   print(f"\nprofile of {name} ({module}, {steps} {unit}{'es' if unit == 'batch' else 's'} traced): wall {wall * 1e3:.0f} ms/{unit}, "
         f"operations {total * 1e3:.0f} ms/{unit} summed over threads "
         f"({total / wall if wall else 0:.2f} busy threads); {matched / total if total else 0:.0%} "
@@ -320,5 +347,6 @@ def report(name: str, run: Callable[[], None], hlo_text: str, *, steps: int = 2,
   for title, rows in (("by kind of operation", by_kind), ("by phase", by_phase),
                       ("by part of the model", by_part)):
     print(format_table(f" {title} (per {unit}):", rows))
-  return {"wall": wall, "total": total, "matched": matched, "by_kind": by_kind,
+  return {"wall": wall, "total": total, "matched": matched, "executions": executions,
+          "by_kind": by_kind,
           "by_part": by_part, "by_phase": by_phase}
