@@ -173,14 +173,8 @@ def _train(config, params, steps=3, partitioner=None):
   # [embed, layers] if the layer axis were not excluded.
   tx = optimizers.adafactor(optimizers.constant_schedule(0.05), min_dim_size_to_factor=2)
   partitioner = partitioner or partitioning.Partitioner(devices=jax.devices()[:1])
-  shapes, specs = train_testing.abstract_state(model, tx)
-  shardings = state_lib.state_shardings(partitioner, shapes, specs)
-  state = state_lib.create_train_state(
-      train_testing.init_function(model), tx, shardings, seed=0,
-      initial_params=jax.device_put(params, shardings.params))
-  train_step = step_lib.compile_train_step(
-      loss_fn=model.loss_fn, optimizer=tx, learning_rate=optimizers.constant_schedule(0.05),
-      partitioner=partitioner, state_shardings=shardings, dropout=False)
+  state, train_step, shardings = train_testing.compiled_step(
+      model, tx, optimizers.constant_schedule(0.05), partitioner, params)
   losses = []
   for seed in range(steps):
     state, metrics = train_step(state, data.to_global_batch(

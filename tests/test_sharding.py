@@ -70,16 +70,9 @@ def _run_one_step(partitioner, params, batch, num_microbatches=1):
   """(loss, grads, new params, new state, metrics) of one step."""
   model = train_testing.tiny_model()
   tx = _optimizer()
-  shapes, specs = train_testing.abstract_state(model, tx)
-  shardings = state_lib.state_shardings(partitioner, shapes, specs)
-  state = state_lib.create_train_state(
-      train_testing.init_function(model), tx, shardings, seed=0,
-      initial_params=jax.device_put(params, shardings.params))
-  train_step = step_lib.compile_train_step(
-      loss_fn=model.loss_fn, optimizer=tx,
-      learning_rate=optimizers.constant_schedule(LEARNING_RATE),
-      partitioner=partitioner, state_shardings=shardings,
-      num_microbatches=num_microbatches, dropout=False)
+  state, train_step, shardings = train_testing.compiled_step(
+      model, tx, optimizers.constant_schedule(LEARNING_RATE), partitioner, params,
+      num_microbatches=num_microbatches)
   new_state, metrics = train_step(
       state, data.to_global_batch(batch, partitioner, 8))
   return (float(metrics["loss"]), jax.device_get(new_state.opt_state[0]),

@@ -124,6 +124,22 @@ def abstract_state(model, optimizer, **shape_kwargs):
       init_function(model, **shape_kwargs), optimizer)
 
 
+def compiled_step(model, optimizer, learning_rate, partitioner, params, *,
+                  num_microbatches: int = 1):
+  """(train state holding `params`, the trainer's compiled step, state shardings)."""
+  from cot_distill.train import step as step_lib  # pylint: disable=import-outside-toplevel
+  shapes, specs = abstract_state(model, optimizer)
+  shardings = state_lib.state_shardings(partitioner, shapes, specs)
+  state = state_lib.create_train_state(
+      init_function(model), optimizer, shardings, seed=0,
+      initial_params=jax.device_put(params, shardings.params))
+  train_step = step_lib.compile_train_step(
+      loss_fn=model.loss_fn, optimizer=optimizer, learning_rate=learning_rate,
+      partitioner=partitioner, state_shardings=shardings,
+      num_microbatches=num_microbatches, dropout=False)
+  return state, train_step, shardings
+
+
 def register_tasks(spm_path) -> None:
   """Registers the real cot_distill tasks with the shared T5 vocabulary."""
   os.environ["COT_DISTILL_SPM_PATH"] = str(spm_path)
