@@ -14,6 +14,10 @@ from cot_distill.model.models import EncoderDecoderModel
 import train_testing
 
 POLICIES = ("none", "full", "minimal")
+# XLA:CPU strips jax.checkpoint's optimization barriers (its
+# `cse_barrier_expander` pass) and CSE then merges the recomputation back,
+# undoing remat; TPU and GPU keep them. Compile as they do.
+KEEP_REMAT_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
 def _model(policy: str) -> EncoderDecoderModel:
@@ -36,7 +40,7 @@ def compiled():
     for policy in POLICIES:
       model = _model(policy)
       step = jax.jit(jax.value_and_grad(lambda p, m=model: m.loss_fn(p, batch, None)[0]))
-      executable = step.lower(params).compile()
+      executable = step.lower(params).compile(compiler_options=KEEP_REMAT_BARRIERS)
       results[policy] = (executable(params), executable.memory_analysis().temp_size_in_bytes)
   return variables, results
 
@@ -65,8 +69,9 @@ def test_remat_lowers_the_compiled_steps_temporary_memory(compiled):
   _, results = compiled
   memory = {policy: results[policy][1] for policy in POLICIES}
   print(f"\ntemporary bytes of the compiled value_and_grad: {memory}")
-  assert memory["full"] < memory["none"], memory
-  assert memory["minimal"] <= memory["none"], memory
+  # Keeping only the layer inputs (full) or also the weight products
+  # (minimal) must save a real share of the activations, in that order.
+  assert memory["full"] < memory["minimal"] < 0.9 * memory["none"], memory
 
 
 def test_unknown_policy_is_rejected():
