@@ -210,7 +210,9 @@ def test_beam_search_is_the_same_on_a_2x4_mesh():
   (tokens_1, scores_1), (tokens_8, scores_8) = results
   assert tokens_8.shape == (3, 2, 10)
   np.testing.assert_array_equal(tokens_8, tokens_1)
-  np.testing.assert_allclose(scores_8, scores_1, rtol=1e-5)
+  # Sums of ten float32 log-probabilities whose softmax normalisers are
+  # reduced over a vocabulary split 4 ways: rounding moves them by ~1e-5.
+  np.testing.assert_allclose(scores_8, scores_1, rtol=1e-4)
 
 
 @pytest.mark.slow
