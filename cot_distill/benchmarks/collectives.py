@@ -32,6 +32,8 @@ import os
 import re
 from typing import Iterator, Mapping
 
+from cot_distill.benchmarks import common
+
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 # (name, layout, num_partitions): the mesh is (8 / num_partitions) data x num_partitions model.
@@ -43,9 +45,6 @@ LAYOUTS = (
 )
 VARIANTS = ("off", "on", "reference")
 
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
-          "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
-_SHAPE = re.compile(r"\b(pred|[fsu]\d+|bf16)\[([\d,]*)\]")
 # `%name = SHAPE op(` for the sync op or the `-done` half of an async pair
 # (whose result is the received data; the `-start` half is skipped).
 _INSTRUCTION = re.compile(
@@ -58,16 +57,6 @@ class Collective:
   bytes: int = 0
 
 
-def _shape_bytes(shape_text: str) -> int:
-  total = 0
-  for dtype, dims in _SHAPE.findall(shape_text):
-    elements = 1
-    for dim in filter(None, dims.split(",")):
-      elements *= int(dim)
-    total += elements * _BYTES.get(dtype, 4)
-  return total
-
-
 def collectives(hlo_text: str) -> dict[str, Collective]:
   """Count and result bytes of each collective kind in optimised HLO text.
 
@@ -77,7 +66,7 @@ def collectives(hlo_text: str) -> dict[str, Collective]:
   found = collections.defaultdict(lambda: [0, 0])
   for shape_text, kind, _ in _INSTRUCTION.findall(hlo_text):
     found[kind][0] += 1
-    found[kind][1] += _shape_bytes(shape_text)
+    found[kind][1] += common.hlo_bytes(shape_text)
   return {kind: Collective(*found[kind]) for kind in KINDS}
 
 

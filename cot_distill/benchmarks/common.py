@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,6 +165,26 @@ def single_core_matmul_peak(dtypes: tuple[str, ...] = ("float32", "bfloat16"),
     peaks = {dtype: measure_matmul_peak(dtype, size) / cores for dtype in dtypes}
     return peaks, (f"one jnp.dot {size}x{size} on all {cores} cores / {cores} (pinning "
                    f"failed: {type(error).__name__})")
+
+
+# Optimized HLO text names every array by `dtype[dims]` (`bf16[8,128,512]`);
+# the profile and the collectives table both count bytes from it.
+_HLO_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                    "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8}
+_HLO_SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|c64)\[([\d,]*)\]")
+
+
+def hlo_shapes(text: str) -> list[tuple[str, tuple[int, ...]]]:
+  """[(dtype, dims)] of the arrays an HLO type (or operand list) names."""
+  return [(dtype, tuple(int(d) for d in dims.split(",") if d))
+          for dtype, dims in _HLO_SHAPE.findall(text)]
+
+
+def hlo_bytes(shapes: str | list[tuple[str, tuple[int, ...]]]) -> int:
+  """Bytes of the arrays in `shapes` (HLO text or `hlo_shapes` output)."""
+  if isinstance(shapes, str):
+    shapes = hlo_shapes(shapes)
+  return sum(_HLO_DTYPE_BYTES.get(dtype, 4) * math.prod(dims) for dtype, dims in shapes)
 
 
 def print_reference(title: str, lines: list[str]) -> None:

@@ -39,11 +39,10 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8}
-_SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|c64)\[([\d,]*)\]")
+from cot_distill.benchmarks import collectives, common
+
 # `  %name = TYPE opcode(operands), attributes` (ROOT optional).
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.+?)\s+([\w\-]+)\((.*?)\)(.*)$")
@@ -78,15 +77,6 @@ class Instruction:
   in_loop: bool = False  # in a while loop's body (runs once per iteration)
 
 
-def _shapes(text: str) -> list[tuple[str, tuple[int, ...]]]:
-  return [(dtype, tuple(int(d) for d in dims.split(",") if d))
-          for dtype, dims in _SHAPE.findall(text)]
-
-
-def _size(shapes: Iterable[tuple[str, tuple[int, ...]]]) -> float:
-  return float(sum(_DTYPE_BYTES.get(dtype, 4) * math.prod(dims) for dtype, dims in shapes))
-
-
 def parse_hlo(text: str) -> dict[str, Instruction]:
   """{instruction name: Instruction} for the top-level instructions of every
   computation that is not a fusion's body (what the CPU runtime executes)."""
@@ -102,7 +92,7 @@ def parse_hlo(text: str) -> dict[str, Instruction]:
     if not match or current is None:
       continue
     name, result_type, opcode, operands, attributes = match.groups()
-    shapes[name] = _shapes(result_type)
+    shapes[name] = common.hlo_shapes(result_type)
     computations[current].append((name, opcode, _OPERAND.findall(operands), attributes,
                                   result_type))
 
@@ -152,27 +142,23 @@ def parse_hlo(text: str) -> dict[str, Instruction]:
       flops = (dot_flops(name, operands, attributes) if opcode in ("dot", "convolution")
                else sum(computation_flops(c) for c in _CALLS.findall(attributes))
                if opcode == "fusion" else 0.0)
-      traffic = _size(_shapes(result_type)) + sum(
-          _size(shapes.get(operand, ())) for operand in operands)
+      traffic = float(common.hlo_bytes(result_type) + sum(
+          common.hlo_bytes(shapes.get(operand, [])) for operand in operands))
       if opcode in ("gather", "dynamic-slice") or (
           opcode == "fusion" and re.search(r"gather|dynamic.slice", name)):
         # A gather reads the rows it returns, not its whole operand (an
         # embedding lookup touches 8 rows of a 32128-row table).
-        traffic = 2 * _size(_shapes(result_type))
+        traffic = 2.0 * common.hlo_bytes(result_type)
       instructions[name] = Instruction(
           name, opcode, op_name, flops, traffic,
           _kind(opcode, flops, name), computation in loop_bodies)
   return instructions
 
 
-_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
-                "collective-permute", "collective-broadcast")
-
-
 def _kind(opcode: str, flops: float, name: str) -> str:
   if flops:
     return "matmul"
-  if opcode.startswith(_COLLECTIVES):
+  if opcode.startswith(collectives.KINDS + ("collective-broadcast",)):
     return "communication"
   if opcode in ("copy", "transpose", "broadcast", "scatter", "gather", "dynamic-slice",
                 "dynamic-update-slice", "concatenate", "pad", "slice", "bitcast",
