@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -457,7 +457,6 @@ def _sharded_target(stored: Any, shardings: Any, checkpoint_path: str) -> Any:
 
 
 def restore_params(path: str, step: int | None = None, *,
-                   sharding: Callable[[Any], Any] | None = None,
                    shardings: Any | None = None
                    ) -> tuple[Any, T5Config, dict[str, Any]]:
   """(params, T5Config, info) of a trained run, for evaluation and export.
@@ -465,12 +464,10 @@ def restore_params(path: str, step: int | None = None, *,
   Args:
     path: a MODEL_DIR, or one of its `checkpoint_<step>` directories.
     step: which step; default the newest (or the one `path` names).
-    sharding: maps a parameter's ShapeDtypeStruct to its jax Sharding;
-      default: whole arrays on the first local device.
-    shardings: instead of `sharding`, a tree of jax Shardings with the
-      stored params' structure (e.g. `sharded_decode.param_shardings`, from
-      the logical axis names: two parameters of one shape may be split
-      differently), so each host reads only its shards.
+    shardings: a tree of jax Shardings with the stored params' structure
+      (e.g. `sharded_decode.param_shardings`, from the logical axis names:
+      two parameters of one shape may be split differently), so each host
+      reads only its shards; default: whole arrays on the first local device.
 
   `info` has step, model_dir, checkpoint_path, vocabulary ({spm_path,
   extra_ids}), task and task_feature_lengths from model_config.json.
@@ -518,17 +515,13 @@ def restore_params(path: str, step: int | None = None, *,
     if metadata is None:
       raise broken("it has no params metadata (not a cot-distill checkpoint, "
                    "or damaged)")
-    if sharding is None:
-      device = jax.local_devices()[0]
-      sharding = lambda _: jax.sharding.SingleDeviceSharding(device)
     stored = metadata.tree if hasattr(metadata, "tree") else metadata
     if shardings is not None:
       target = _sharded_target(stored, shardings, checkpoint_path)
     else:
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       target = jax.tree.map(
-          lambda leaf: jax.ShapeDtypeStruct(
-              leaf.shape, leaf.dtype,
-              sharding=sharding(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))),
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
           stored)
     try:
       params = manager.restore(step, args=ocp.args.Composite(

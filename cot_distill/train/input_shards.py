@@ -70,17 +70,21 @@ def _boundaries(holders: list[frozenset[int]]) -> list[int]:
           if holders[row] != holders[row - 1]]
 
 
+def _fewest_whole_shards(holders: list[frozenset[int]]) -> int:
+  """The smallest S whose blocks never straddle two sets of holding hosts."""
+  shard_rows = len(holders)
+  for row in _boundaries(holders):
+    shard_rows = math.gcd(shard_rows, row)
+  return len(holders) // shard_rows
+
+
 def default_input_shards(partitioner: partitioning.Partitioner,
                          global_batch_size: int, *,
                          process_of: Callable[[jax.Device], int] | None = None
                          ) -> int:
   """The smallest S that gives every host whole shards (1 on a single host)."""
   process_of = process_of or (lambda device: device.process_index)
-  holders = _row_holders(partitioner, global_batch_size, process_of)
-  shard_rows = global_batch_size
-  for row in _boundaries(holders):
-    shard_rows = math.gcd(shard_rows, row)
-  return global_batch_size // shard_rows
+  return _fewest_whole_shards(_row_holders(partitioner, global_batch_size, process_of))
 
 
 def plan_input_shards(partitioner: partitioning.Partitioner,
@@ -97,8 +101,8 @@ def plan_input_shards(partitioner: partitioning.Partitioner,
   process_of = process_of or (lambda device: device.process_index)
   if process_index is None:
     process_index = jax.process_index()
-  default = default_input_shards(partitioner, global_batch_size,
-                                 process_of=process_of)
+  holders = _row_holders(partitioner, global_batch_size, process_of)
+  default = _fewest_whole_shards(holders)
   if input_shards is None:
     input_shards = default
   if isinstance(input_shards, bool) or not isinstance(input_shards, int) \
@@ -112,7 +116,6 @@ def plan_input_shards(partitioner: partitioning.Partitioner,
         f"{input_shards}: each input shard supplies an equal block of "
         "every global batch")
   shard_rows = global_batch_size // input_shards
-  holders = _row_holders(partitioner, global_batch_size, process_of)
   for row in _boundaries(holders):
     if row % shard_rows:
       raise errors.ConfigurationError(
