@@ -128,27 +128,14 @@ def _itemsize(dtype: Any) -> int:
   return int(np.dtype(dtype).itemsize)
 
 
-def _mesh_divisor(mesh_spec: Any, mesh_shape: Mapping[str, int]) -> int:
-  names = mesh_spec if isinstance(mesh_spec, tuple) else (mesh_spec,)
-  return int(np.prod([mesh_shape[name] for name in names if name is not None]))
-
-
 def shard_shape(shape: Sequence[int], mesh_spec: PartitionSpec,
                 mesh_shape: Mapping[str, int]) -> tuple[tuple[int, ...], list[int]]:
-  """(shape of one device's shard, dimensions left whole as not divisible).
-
-  The same rule as `Partitioner.logical_to_sharding`: a dimension that its
-  mesh axes do not divide is replicated rather than split unevenly.
-  """
-  entries = list(mesh_spec) + [None] * (len(shape) - len(mesh_spec))
-  local, undivided = [], []
-  for index, (size, axes) in enumerate(zip(shape, entries)):
-    divisor = 1 if axes is None else _mesh_divisor(axes, mesh_shape)
-    if size % divisor:
-      undivided.append(index)
-      divisor = 1
-    local.append(size // divisor)
-  return tuple(local), undivided
+  """(shape of one device's shard, dimensions left whole as not divisible),
+  by the trainer's own rule (`partitioning.divisible_spec`)."""
+  fitted, undivided = partitioning.divisible_spec(mesh_spec, shape, mesh_shape)
+  local = tuple(size // partitioning.mesh_axes_size(axes, mesh_shape)
+                for size, axes in zip(shape, list(fitted) + [None] * (len(shape) - len(fitted))))
+  return local, undivided
 
 
 def _path(path) -> str:
@@ -181,7 +168,7 @@ def _activation_divisor(logical_axes: tuple[str, ...],
                         mesh_shape: Mapping[str, int]) -> int:
   """How many ways the rules split an activation with these logical axes."""
   mesh_axes = nn.logical_to_mesh_axes(logical_axes, rules)
-  return math.prod(_mesh_divisor(axes, mesh_shape)
+  return math.prod(partitioning.mesh_axes_size(axes, mesh_shape)
                    for axes in mesh_axes if axes is not None)
 
 

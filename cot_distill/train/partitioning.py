@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -107,6 +107,29 @@ def create_mesh(num_partitions: int = 1,
   return Mesh(device_array, (DATA_AXIS, MODEL_AXIS), axis_types=auto)
 
 
+def mesh_axes_size(axes: Any, mesh_shape: Mapping[str, int]) -> int:
+  """Devices a PartitionSpec entry (an axis name, a tuple of them, None) spans."""
+  names = axes if isinstance(axes, tuple) else (axes,)
+  return int(np.prod([mesh_shape[name] for name in names if name is not None]))
+
+
+def divisible_spec(spec: PartitionSpec, shape: Sequence[int],
+                   mesh_shape: Mapping[str, int]) -> tuple[PartitionSpec, list[int]]:
+  """`spec` with every dimension its mesh axes do not divide left whole, and
+  the indices of those dimensions.
+
+  The trainer's rule for toy sizes (e.g. a 3-wide head_dim on a 2-way model
+  axis): replicate rather than fail at jit time. Takes a mesh's shape, not
+  a mesh, so the memory plan applies it to slices it has no devices for.
+  """
+  entries = list(spec) + [None] * (len(shape) - len(spec))
+  undivided = [index for index, axes in enumerate(entries)
+               if axes is not None and shape[index] % mesh_axes_size(axes, mesh_shape)]
+  for index in undivided:
+    entries[index] = None
+  return PartitionSpec(*entries), undivided
+
+
 @dataclasses.dataclass(frozen=True)
 class Partitioner:
   """Chooses the layout of a run and turns logical specs into shardings.
@@ -167,17 +190,11 @@ class Partitioner:
 
   def _divisible_spec(self, spec: PartitionSpec, leaf: Any) -> PartitionSpec:
     shape = getattr(leaf, "shape", ())
-    entries = list(spec) + [None] * (len(shape) - len(spec))
-    for index, axes in enumerate(entries):
-      if axes is None:
-        continue
-      names = axes if isinstance(axes, tuple) else (axes,)
-      size = int(np.prod([self.mesh.shape[name] for name in names]))
-      if shape[index] % size:
-        logging.info("dimension %d of shape %s is not divisible by mesh axes "
-                     "%s (size %d); replicating it", index, shape, names, size)
-        entries[index] = None
-    return PartitionSpec(*entries)
+    fitted, undivided = divisible_spec(spec, shape, self.mesh.shape)
+    for index in undivided:
+      logging.info("dimension %d of shape %s is not divisible by its mesh axes "
+                   "%s; replicating it", index, shape, spec[index])
+    return fitted
 
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, PartitionSpec())
