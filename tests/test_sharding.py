@@ -20,6 +20,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec
 
+from cot_distill.model import param_tree
 from cot_distill.train import data
 from cot_distill.train import optimizers
 from cot_distill.train import partitioning
@@ -206,7 +207,7 @@ def test_optimizer_state_specs_follow_params():
     specs = state_lib.optimizer_state_specs(opt_shapes, param_shapes,
                                             param_specs)
     flat = {
-        "/".join(state_lib._path_names(path)): tuple(spec)  # pylint: disable=protected-access
+        "/".join(param_tree.path_names(path)): tuple(spec)
         for path, spec in jax.tree_util.tree_flatten_with_path(
             specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]}
     for suffix, spec in expected.items():

@@ -29,6 +29,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def path_names(path: Any) -> tuple[str, ...]:
+  """The names along a jax key path (dict keys, attribute names, indices),
+  so code walking any tree (params, optimizer state) can read `a/b/c`."""
+  names = []
+  for key in path:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(key, attribute):
+        names.append(str(getattr(key, attribute)))
+        break
+  return tuple(names)
+
+
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   tree: dict[str, Any] = {}
   for name, value in flat.items():

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from cot_distill import fast_paths
+from cot_distill.model import param_tree
 from cot_distill.model import scanned
 
 
@@ -83,9 +84,7 @@ def _mean_of_squares(x: jax.Array, axis: int) -> jax.Array:
 
 def _layer_axis(path) -> int | None:
   """The stacked layer axis of the parameter at a tree path (scanned layers)."""
-  names = [getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
-           for key in path]
-  return scanned.layer_axis(names)
+  return scanned.layer_axis(param_tree.path_names(path))
 
 
 def _other_axes(ndim: int, layer_axis: int | None) -> tuple[int, ...] | None:

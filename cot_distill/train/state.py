@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from cot_distill.model import param_tree
 from cot_distill.model import scanned
 from cot_distill.train import partitioning
 
@@ -33,16 +34,6 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array
-
-
-def _path_names(path) -> tuple[str, ...]:
-  names = []
-  for key in path:
-    for attribute in ("key", "name", "idx"):
-      if hasattr(key, attribute):
-        names.append(str(getattr(key, attribute)))
-        break
-  return tuple(names)
 
 
 def _spec_for_state_leaf(names: tuple[str, ...], leaf: Any,
@@ -87,12 +78,12 @@ def optimizer_state_specs(opt_state_shapes: Any, param_shapes: Any,
   flat_specs = jax.tree.leaves(
       param_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
   params_by_path = {
-      _path_names(path): (tuple(leaf.shape), spec)
+      param_tree.path_names(path): (tuple(leaf.shape), spec)
       for (path, leaf), spec in zip(flat_params, flat_specs)
   }
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: _spec_for_state_leaf(
-          _path_names(path), leaf, params_by_path),
+          param_tree.path_names(path), leaf, params_by_path),
       opt_state_shapes)
 
 
