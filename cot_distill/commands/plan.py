@@ -34,11 +34,6 @@ _COLUMNS = (("parameters", "params"), ("optimizer_state", "opt state"),
             ("hbm_bytes_per_device", "HBM"))
 
 
-def _bindings(args: argparse.Namespace) -> list[str]:
-  return [*args.gin_bindings, *train_command.macro_bindings(args.gin_macro_flags),
-          *train_command.environment_bindings()]
-
-
 def _train_arguments() -> dict[str, Any]:
   """`trainer.train`'s arguments as gin would call it (defaults filled in)."""
   import gin  # pylint: disable=import-outside-toplevel
@@ -162,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     targets = [(args.slice, str(slices.slice_file(args.slice)))]
   else:
     targets = [("as given", None)]
-  bindings = _bindings(args)
+  bindings = train_command.gin_bindings(args)
   search_paths = [path for path in args.gin_search_paths.split(",") if path]
   rows = []
   for label, path in targets:

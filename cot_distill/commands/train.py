@@ -117,6 +117,13 @@ def environment_bindings() -> list[str]:
   return lines
 
 
+def gin_bindings(args: argparse.Namespace) -> list[str]:
+  """Every binding of the command line, in the order they apply:
+  --gin_bindings, then --gin.MACRO flags, then the environment's."""
+  return [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
+          *environment_bindings()]
+
+
 def check_task_name() -> None:
   """An unknown MIXTURE_OR_TASK_NAME is a user error with close matches."""
   import difflib  # pylint: disable=import-outside-toplevel
@@ -155,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
   # starts), and the process-wide CPU settings below read its
   # `cpu_fast_paths`, so a config that turns the fast paths off also keeps
   # JAX's default asynchronous dispatch.
-  parse_gin(args.gin_file,
-            [*args.gin_bindings, *macro_bindings(args.gin_macro_flags),
-             *environment_bindings()],
+  parse_gin(args.gin_file, gin_bindings(args),
             [path for path in args.gin_search_paths.split(",") if path])
   cpu_runtime.prefer_synchronous_dispatch()
   from cot_distill.train import multihost  # pylint: disable=import-outside-toplevel
